@@ -1,0 +1,528 @@
+//! `create`: walk → read → chunk → id → dedup on this thread; compress,
+//! seal and pack on the writer's threads; then items, archive, index and
+//! manifest, in that order.
+
+use super::files_cache::{Entry, FilesCache, Lookup};
+use super::fsmeta::{Names, item_from_meta, kind_of, ns, xattrs_of};
+use super::item::{
+    ChunkRef, Dedup, ITEMS_COMPRESSION, Item, ItemsWriter, KIND_DIR, KIND_FILE, KIND_SYMLINK,
+};
+use super::patterns::Excludes;
+use super::{ARCHIVE_VERSION, Archive, validate_name};
+use crate::chunker::Chunker;
+use crate::compress::Compression;
+use crate::crypto::ObjectType;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::repo::Repository;
+use crate::repo::manifest::{ArchiveRef, ArchiveStats};
+use serde_bytes::ByteBuf;
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+pub struct CreateOptions {
+    pub name: String,
+    /// Paths to back up; `-` reads standard input.
+    pub paths: Vec<PathBuf>,
+    pub stdin_name: String,
+    pub compression: Compression,
+    pub comment: String,
+    pub excludes: Excludes,
+    pub exclude_caches: bool,
+    pub exclude_if_present: Vec<String>,
+    pub one_file_system: bool,
+    pub dry_run: bool,
+    pub numeric_ids: bool,
+    pub threads: usize,
+    pub command_line: Vec<String>,
+}
+
+/// Live figures for `--progress`.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub files: u64,
+    pub original: u64,
+    pub compressed_new: u64,
+    pub path: String,
+}
+
+/// Receives what `create` does; the core knows nothing of terminals.
+pub trait Observer {
+    /// One line of `--list`: status A/M/U/d/s/h/x/E/c/b/f/- and the path.
+    fn entry(&mut self, _status: char, _path: &str) {}
+    fn warning(&mut self, _message: &str) {}
+    fn progress(&mut self, _p: &Progress) {}
+}
+
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+pub struct CreateResult {
+    pub archive: Archive,
+    pub id: BlobId,
+    pub warnings: u64,
+    pub seconds: f64,
+}
+
+struct Walk<'a> {
+    opts: &'a CreateOptions,
+    dedup: Dedup<'a>,
+    chunker: Chunker,
+    items: ItemsWriter,
+    cache: FilesCache,
+    seen: HashSet<[u8; 16]>,
+    names: Names,
+    hardlinks: HashMap<(u64, u64), ByteBuf>,
+    refs: HashMap<BlobId, u64>,
+    stats: ArchiveStats,
+    progress: Progress,
+    warnings: u64,
+    start_ns: i64,
+    obs: &'a mut dyn Observer,
+}
+
+pub fn create(
+    repo: &mut Repository,
+    opts: &CreateOptions,
+    obs: &mut dyn Observer,
+) -> Result<CreateResult> {
+    validate_name(&opts.name)?;
+    if repo.manifest().find(&opts.name).is_some() {
+        return Err(Error::ArchiveExists(opts.name.clone()));
+    }
+    let started = std::time::Instant::now();
+    let time_start = chrono::Utc::now();
+    let writer = repo.writer(opts.threads);
+    let cache_dir = repo.dirs().repo_cache(&repo.config().id);
+    let (archive, refs, seen, cache, warnings) = {
+        let mut w = Walk {
+            opts,
+            dedup: Dedup {
+                repo,
+                writer: &writer,
+                pending: HashMap::new(),
+                dry_run: opts.dry_run,
+            },
+            chunker: repo.chunker(),
+            items: ItemsWriter::new(&repo.sealer().keys().chunker_seed),
+            cache: FilesCache::load(&cache_dir),
+            seen: HashSet::new(),
+            names: Names::default(),
+            hardlinks: HashMap::new(),
+            refs: HashMap::new(),
+            stats: ArchiveStats::default(),
+            progress: Progress::default(),
+            warnings: 0,
+            start_ns: time_start.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            obs,
+        };
+        for path in &opts.paths {
+            if path.as_os_str() == "-" {
+                w.stdin()?;
+            } else {
+                w.root(path)?;
+            }
+        }
+        let Walk {
+            dedup,
+            items,
+            refs,
+            seen,
+            cache,
+            warnings,
+            stats,
+            ..
+        } = w;
+        let mut dedup = dedup;
+        let (item_ids, _) = items
+            .finish(&mut |data| Ok(dedup.store(ObjectType::Items, data, ITEMS_COMPRESSION)?.0))?;
+        let archive = Archive {
+            version: ARCHIVE_VERSION,
+            name: opts.name.clone(),
+            hostname: crate::repo::lock::hostname(),
+            username: current_user(),
+            comment: opts.comment.clone(),
+            command_line: opts.command_line.clone(),
+            time_start: time_start.to_rfc3339(),
+            time_end: chrono::Utc::now().to_rfc3339(),
+            items: item_ids,
+            stats,
+        };
+        (archive, refs, seen, cache, warnings)
+    };
+    finish(
+        repo, writer, archive, refs, started, warnings, opts, seen, cache,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    repo: &mut Repository,
+    writer: crate::repo::writer::BlobWriter,
+    mut archive: Archive,
+    refs: HashMap<BlobId, u64>,
+    started: std::time::Instant,
+    warnings: u64,
+    opts: &CreateOptions,
+    seen: HashSet<[u8; 16]>,
+    cache: FilesCache,
+) -> Result<CreateResult> {
+    let data_summary = writer.finish()?;
+    repo.absorb(&data_summary);
+    archive.stats.unique_chunks = refs.len() as u64;
+    archive.stats.chunks = refs.values().sum();
+    archive.stats.compressed_size = refs
+        .iter()
+        .map(|(id, n)| {
+            repo.index()
+                .get(id)
+                .map(|(_, l)| l.length as u64)
+                .unwrap_or(0)
+                * n
+        })
+        .sum();
+    archive.stats.deduplicated_size = data_summary.stored_bytes;
+    // The archive object goes in its own small pack, after the data it
+    // names: data, then index, then manifest.
+    let encoded = archive.encode()?;
+    let id = repo.sealer().blob_id(&encoded);
+    if !opts.dry_run {
+        let w = repo.writer(1);
+        w.add(ObjectType::Archive, id, encoded, ITEMS_COMPRESSION)?;
+        let s = w.finish()?;
+        repo.absorb(&s);
+        let mut archives = repo.manifest().archives.clone();
+        archives.push(ArchiveRef {
+            name: archive.name.clone(),
+            id,
+            time: archive.time_start.clone(),
+            hostname: archive.hostname.clone(),
+            username: archive.username.clone(),
+            stats: archive.stats,
+        });
+        repo.write_manifest(archives)?;
+        cache.save(&seen)?;
+    }
+    Ok(CreateResult {
+        archive,
+        id,
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn current_user() -> String {
+    Names::default()
+        .user(rustix::process::getuid().as_raw())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The stored form of a path: relative, no `.` or `..`, raw bytes.
+pub fn archive_path(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        if let Component::Normal(n) = c {
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(n.as_bytes());
+        }
+    }
+    out
+}
+
+impl Walk<'_> {
+    fn warn(&mut self, status: char, path: &Path, msg: String) {
+        self.warnings += 1;
+        self.obs.entry(status, &path.display().to_string());
+        self.obs.warning(&format!("{}: {msg}", path.display()));
+    }
+
+    fn root(&mut self, root: &Path) -> Result<()> {
+        // `..` in a root would put `..` into stored paths: resolve it away.
+        let root = if root.components().any(|c| c == Component::ParentDir) {
+            match root.canonicalize() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.warn('E', root, e.to_string());
+                    return Ok(());
+                }
+            }
+        } else {
+            root.to_path_buf()
+        };
+        let mut it = walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .same_file_system(self.opts.one_file_system)
+            .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
+            .into_iter();
+        while let Some(next) = it.next() {
+            let entry = match next {
+                Ok(e) => e,
+                Err(e) => {
+                    let p = e
+                        .path()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| root.clone());
+                    let msg = e
+                        .io_error()
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    self.warn('E', &p, msg);
+                    continue;
+                }
+            };
+            let path = entry.path();
+            if self.opts.excludes.is_excluded(path) {
+                self.obs.entry('x', &path.display().to_string());
+                if entry.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            if entry.file_type().is_dir() && self.tagged(path) {
+                self.obs.entry('x', &path.display().to_string());
+                it.skip_current_dir();
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn('E', path, e.to_string());
+                    continue;
+                }
+            };
+            self.entry(path, &meta)?;
+        }
+        Ok(())
+    }
+
+    fn tagged(&self, dir: &Path) -> bool {
+        if self
+            .opts
+            .exclude_if_present
+            .iter()
+            .any(|n| dir.join(n).symlink_metadata().is_ok())
+        {
+            return true;
+        }
+        if self.opts.exclude_caches {
+            let mut sig = [0u8; 43];
+            if let Ok(mut f) = File::open(dir.join(CACHEDIR_TAG)) {
+                return f.read_exact(&mut sig).is_ok() && sig[..] == *CACHEDIR_SIGNATURE;
+            }
+        }
+        false
+    }
+
+    fn entry(&mut self, path: &Path, meta: &Metadata) -> Result<()> {
+        let Some(kind) = kind_of(meta) else {
+            self.obs.entry('x', &path.display().to_string());
+            return Ok(());
+        };
+        let pbytes = archive_path(path);
+        if pbytes.is_empty() {
+            return Ok(()); // the root `/` itself has no name to store
+        }
+        let mut item = item_from_meta(pbytes, kind, meta, &mut self.names, self.opts.numeric_ids);
+        match xattrs_of(path) {
+            Ok(x) => item.xattrs = x,
+            Err(e) => self.warn('E', path, format!("reading extended attributes: {e}")),
+        }
+        let status = match kind {
+            KIND_FILE => match self.file(path, meta, &mut item)? {
+                Some(s) => s,
+                None => return Ok(()),
+            },
+            KIND_DIR => 'd',
+            KIND_SYMLINK => match std::fs::read_link(path) {
+                Ok(t) => {
+                    item.target = Some(ByteBuf::from(t.as_os_str().as_bytes().to_vec()));
+                    's'
+                }
+                Err(e) => {
+                    self.warn('E', path, e.to_string());
+                    return Ok(());
+                }
+            },
+            _ => 'b',
+        };
+        self.obs.entry(status, &item.path_lossy());
+        self.stats.files += 1;
+        self.progress.files = self.stats.files;
+        self.progress.path = item.path_lossy();
+        self.obs.progress(&self.progress);
+        self.push(item)
+    }
+
+    fn push(&mut self, item: Item) -> Result<()> {
+        let dedup = &mut self.dedup;
+        self.items.push(&item, &mut |data| {
+            Ok(dedup.store(ObjectType::Items, data, ITEMS_COMPRESSION)?.0)
+        })
+    }
+
+    /// Fills a file item's chunks. Returns its `--list` status, or None when
+    /// the file was skipped with a warning.
+    fn file(&mut self, path: &Path, meta: &Metadata, item: &mut Item) -> Result<Option<char>> {
+        if meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.hardlinks.get(&key) {
+                item.link = Some(first.clone());
+                item.xattrs.clear(); // they belong to the inode, restored with the first name
+                return Ok(Some('h'));
+            }
+            self.hardlinks.insert(key, item.path.clone());
+        }
+        let key = FilesCache::key_of(&item.path);
+        self.seen.insert(key);
+        let known = match self.cache.lookup(
+            &item.path,
+            meta.ino(),
+            meta.len(),
+            item.mtime,
+            item.ctime,
+            self.dedup.repo.index(),
+        ) {
+            Lookup::Unchanged(chunks) => {
+                for c in &chunks {
+                    self.count(c);
+                }
+                item.chunks = chunks;
+                return Ok(Some('U'));
+            }
+            Lookup::Changed => true,
+            Lookup::Unknown => false,
+        };
+        let file = match open_nofollow(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn('E', path, e.to_string());
+                return Ok(None);
+            }
+        };
+        let chunks = match self.read_chunks(file, path)? {
+            Some(c) => c,
+            None => return Ok(None),
+        };
+        item.size = chunks.iter().map(|c| c.1 as u64).sum();
+        item.chunks = chunks;
+        self.after_read(path, meta, item);
+        Ok(Some(if known { 'M' } else { 'A' }))
+    }
+
+    /// Checks the file did not change while read, and remembers it in the
+    /// files cache unless its timestamps are too recent to trust.
+    fn after_read(&mut self, path: &Path, before: &Metadata, item: &Item) {
+        let after = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(_) => {
+                self.warn('E', path, "file vanished while being read".into());
+                return;
+            }
+        };
+        let changed = after.len() != before.len()
+            || after.mtime() != before.mtime()
+            || after.mtime_nsec() != before.mtime_nsec()
+            || after.ctime_nsec() != before.ctime_nsec()
+            || after.len() != item.size;
+        if changed {
+            self.warn('C', path, "file changed while we backed it up".into());
+            return;
+        }
+        let recent = ns(after.ctime(), after.ctime_nsec()) >= self.start_ns - 1_000_000_000
+            || item.mtime >= self.start_ns - 1_000_000_000;
+        if !recent && !self.opts.dry_run {
+            let entry = Entry {
+                inode: before.ino(),
+                size: item.size,
+                mtime: item.mtime,
+                ctime: item.ctime,
+                age: 0,
+                chunks: item.chunks.clone(),
+            };
+            self.cache.insert(&item.path, entry);
+        }
+    }
+
+    fn count(&mut self, c: &ChunkRef) {
+        *self.refs.entry(c.0).or_insert(0) += 1;
+        self.stats.original_size += c.1 as u64;
+        self.progress.original = self.stats.original_size;
+    }
+
+    /// Chunks a reader into the repository. None if reading failed (warned).
+    fn read_chunks(&mut self, reader: impl Read, path: &Path) -> Result<Option<Vec<ChunkRef>>> {
+        let chunker = self.chunker.clone();
+        let mut out = Vec::new();
+        for chunk in chunker.chunks(reader) {
+            let data = match chunk {
+                Ok(d) => d,
+                Err(e) => {
+                    self.warn('E', path, format!("read error: {e}"));
+                    return Ok(None);
+                }
+            };
+            let len = data.len() as u32;
+            let (id, _) = self
+                .dedup
+                .store(ObjectType::Data, data, self.opts.compression)?;
+            let c = ChunkRef(id, len);
+            self.count(&c);
+            out.push(c);
+        }
+        Ok(Some(out))
+    }
+
+    fn stdin(&mut self) -> Result<()> {
+        let name = PathBuf::from(&self.opts.stdin_name);
+        let stdin = std::io::stdin().lock();
+        let Some(chunks) = self.read_chunks(stdin, &name)? else {
+            return Err(Error::invalid("reading standard input failed"));
+        };
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let item = Item {
+            path: ByteBuf::from(archive_path(&name)),
+            kind: KIND_FILE,
+            mode: 0o660,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            user: Some(current_user()),
+            mtime: now,
+            atime: now,
+            ctime: now,
+            size: chunks.iter().map(|c| c.1 as u64).sum(),
+            chunks,
+            ..Item::default()
+        };
+        self.obs.entry('A', &item.path_lossy());
+        self.stats.files += 1;
+        self.push(item)
+    }
+}
+
+fn open_nofollow(path: &Path) -> std::io::Result<File> {
+    let flags = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | noatime)
+        .open(path)
+    {
+        // O_NOATIME is only allowed on files we own (or as root).
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path)
+        }
+        r => r,
+    }
+}

@@ -1,0 +1,662 @@
+//! `extract`: recreate an archive's items under a target directory.
+//!
+//! Safety: every path is checked (relative, no `.`/`..`/empty components),
+//! parents are opened one component at a time with `O_NOFOLLOW` from a
+//! descriptor of the target, files are created with `O_EXCL|O_NOFOLLOW`,
+//! and hard links may only point at items extracted earlier in this run.
+//! So nothing is ever written outside the target, whatever the archive says.
+
+use super::Archive;
+use super::create::{Observer, Progress};
+use super::fsmeta::Names;
+use super::item::{
+    ChunkRef, Item, ItemsReader, KIND_BLOCKDEV, KIND_CHARDEV, KIND_DIR, KIND_FIFO, KIND_FILE,
+    KIND_SYMLINK,
+};
+use crate::crypto::ObjectType;
+use crate::error::{Error, IoContext, Result};
+use crate::repo::Repository;
+use crossbeam_channel::bounded;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Zero runs of this size become holes with `--sparse`.
+pub const SPARSE_BLOCK: usize = 64 * 1024;
+
+pub struct ExtractOptions {
+    pub dest: PathBuf,
+    /// Only items equal to or below these archive paths.
+    pub paths: Vec<Vec<u8>>,
+    pub strip_components: usize,
+    pub sparse: bool,
+    pub numeric_ids: bool,
+    pub dry_run: bool,
+    pub threads: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ExtractResult {
+    pub files: u64,
+    pub bytes: u64,
+    pub warnings: u64,
+    pub errors: u64,
+}
+
+/// Splits and checks an archive path; None if it could escape the target.
+pub fn safe_components(path: &[u8]) -> Option<Vec<&[u8]>> {
+    if path.is_empty() || path[0] == b'/' || path.contains(&0) {
+        return None;
+    }
+    let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == b"." || *p == b"..")
+    {
+        return None;
+    }
+    Some(parts)
+}
+
+struct FileJob {
+    file: File,
+    item: Item,
+}
+
+struct Shared<'a> {
+    repo: &'a Repository,
+    sparse: bool,
+    dry_run: bool,
+    numeric_ids: bool,
+    bytes: AtomicU64,
+    problems: Mutex<Vec<(bool, String)>>,
+}
+
+impl Shared<'_> {
+    fn problem(&self, error: bool, msg: String) {
+        if let Ok(mut p) = self.problems.lock() {
+            p.push((error, msg));
+        }
+    }
+}
+
+pub fn extract(
+    repo: &Repository,
+    archive: &Archive,
+    opts: &ExtractOptions,
+    obs: &mut dyn Observer,
+) -> Result<ExtractResult> {
+    if !opts.dry_run {
+        std::fs::create_dir_all(&opts.dest).ctx(|| format!("creating {}", opts.dest.display()))?;
+    }
+    let shared = Shared {
+        repo,
+        sparse: opts.sparse,
+        dry_run: opts.dry_run,
+        numeric_ids: opts.numeric_ids,
+        bytes: AtomicU64::new(0),
+        problems: Mutex::new(Vec::new()),
+    };
+    let threads = opts.threads.max(1);
+    let (tx, rx) = bounded::<FileJob>(threads * 4);
+    let (mut result, dirs) = std::thread::scope(|s| -> Result<(ExtractResult, DeferredDirs)> {
+        for _ in 0..threads {
+            let (rx, shared) = (rx.clone(), &shared);
+            s.spawn(move || {
+                for job in rx {
+                    write_file(shared, job);
+                }
+            });
+        }
+        drop(rx);
+        let mut ex = Extractor::new(opts, &shared, tx)?;
+        for item in ItemsReader::new(repo, archive.items.clone()) {
+            ex.item(item?, obs)?;
+        }
+        let Extractor {
+            result, dirs, tx, ..
+        } = ex;
+        drop(tx); // workers finish their queue, then the scope joins them
+        Ok((result, dirs))
+    })?;
+    // Directory metadata last: creating children changed their times.
+    if !opts.dry_run {
+        let root = open_root(&opts.dest)?;
+        let mut names = Names::default();
+        for (parts, item) in dirs.iter().rev() {
+            let comps: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            match open_dir_path(root.as_fd(), &comps) {
+                Ok(fd) => {
+                    if let Err(m) = apply_fd_meta(fd.as_fd(), item, &mut names, opts.numeric_ids) {
+                        shared.problem(false, format!("{}: {m}", item.path_lossy()));
+                    }
+                }
+                Err(e) => shared.problem(false, format!("{}: {e}", item.path_lossy())),
+            }
+        }
+    }
+    result.bytes = shared.bytes.load(Ordering::Relaxed);
+    for (error, msg) in shared.problems.into_inner().unwrap_or_default() {
+        if error {
+            result.errors += 1;
+        } else {
+            result.warnings += 1;
+        }
+        obs.warning(&msg);
+    }
+    Ok(result)
+}
+
+type DeferredDirs = Vec<(Vec<Vec<u8>>, Item)>;
+
+fn open_root(dest: &std::path::Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        dest,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("opening {}", dest.display()), e.into()))
+}
+
+fn open_dir_path(root: BorrowedFd, parts: &[&[u8]]) -> std::io::Result<OwnedFd> {
+    let mut cur = rustix::io::dup(root)?;
+    for p in parts {
+        cur = rustix::fs::openat(&cur, *p, dir_flags(), Mode::empty())?;
+    }
+    Ok(cur)
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC
+}
+
+struct Extractor<'a, 's> {
+    opts: &'a ExtractOptions,
+    shared: &'s Shared<'s>,
+    tx: crossbeam_channel::Sender<FileJob>,
+    root: Option<OwnedFd>,
+    stack: Vec<(Vec<u8>, OwnedFd)>,
+    names: Names,
+    extracted: HashSet<Vec<u8>>,
+    /// Original path → extracted path of hard-link sources, and the chunks
+    /// of files skipped by a filter (their later links need the data).
+    link_targets: HashMap<Vec<u8>, Vec<u8>>,
+    skipped_files: HashMap<Vec<u8>, Item>,
+    dirs: DeferredDirs,
+    result: ExtractResult,
+}
+
+impl<'a, 's> Extractor<'a, 's> {
+    fn new(
+        opts: &'a ExtractOptions,
+        shared: &'s Shared<'s>,
+        tx: crossbeam_channel::Sender<FileJob>,
+    ) -> Result<Self> {
+        let root = if opts.dry_run {
+            None
+        } else {
+            Some(open_root(&opts.dest)?)
+        };
+        Ok(Self {
+            opts,
+            shared,
+            tx,
+            root,
+            stack: Vec::new(),
+            names: Names::default(),
+            extracted: HashSet::new(),
+            link_targets: HashMap::new(),
+            skipped_files: HashMap::new(),
+            dirs: Vec::new(),
+            result: ExtractResult::default(),
+        })
+    }
+
+    fn selected(&self, path: &[u8]) -> bool {
+        self.opts.paths.is_empty()
+            || self.opts.paths.iter().any(|p| {
+                path == p.as_slice() || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
+            })
+    }
+
+    fn item(&mut self, mut item: Item, obs: &mut dyn Observer) -> Result<()> {
+        let Some(parts) = safe_components(&item.path)
+            .map(|p| p.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+        else {
+            self.warn(format!("{}", Error::UnsafePath(item.path_lossy())), obs);
+            return Ok(());
+        };
+        let filtered = !self.selected(&item.path) || parts.len() <= self.opts.strip_components;
+        if filtered {
+            if item.kind == KIND_FILE && item.link.is_none() && self.needs_link_memory() {
+                self.skipped_files.insert(item.path.to_vec(), item);
+            }
+            return Ok(());
+        }
+        let parts = parts[self.opts.strip_components..].to_vec();
+        let target_path = parts.join(&b'/');
+        obs.entry(item.type_char(), &String::from_utf8_lossy(&target_path));
+        self.result.files += 1;
+        obs.progress(&Progress {
+            files: self.result.files,
+            original: self.shared.bytes.load(Ordering::Relaxed),
+            compressed_new: 0,
+            path: item.path_lossy(),
+        });
+        if let Some(src) = item.link.clone() {
+            if let Some(to) = self.link_targets.get(src.as_slice()).cloned() {
+                return self.hardlink(&to, &parts, &item, obs);
+            }
+            // The first name was not extracted: this name gets the data.
+            match self.skipped_files.remove(src.as_slice()) {
+                Some(master) => {
+                    item.chunks = master.chunks;
+                    item.link = None;
+                    self.link_targets.insert(src.to_vec(), target_path.clone());
+                }
+                None => {
+                    self.warn(
+                        format!(
+                            "{}: hard link to `{}`, which is not in the archive",
+                            item.path_lossy(),
+                            String::from_utf8_lossy(&src)
+                        ),
+                        obs,
+                    );
+                    return Ok(());
+                }
+            }
+        } else if item.kind == KIND_FILE {
+            self.link_targets
+                .insert(item.path.to_vec(), target_path.clone());
+        }
+        if self.opts.dry_run {
+            if item.kind == KIND_FILE {
+                self.send(None, item)?;
+            }
+            return Ok(());
+        }
+        if let Err(e) = self.create(&parts, item, obs) {
+            match e {
+                Error::Io { .. } | Error::DiskFull(_) if is_disk_full(&e) => return Err(e),
+                other => self.warn(other.to_string(), obs),
+            }
+        }
+        self.extracted.insert(target_path);
+        Ok(())
+    }
+
+    fn needs_link_memory(&self) -> bool {
+        !self.opts.paths.is_empty() || self.opts.strip_components > 0
+    }
+
+    fn warn(&mut self, msg: String, obs: &mut dyn Observer) {
+        self.result.warnings += 1;
+        obs.warning(&msg);
+    }
+
+    fn send(&self, file: Option<File>, item: Item) -> Result<()> {
+        let file = match file {
+            Some(f) => f,
+            None => File::open("/dev/null").ctx(|| "opening /dev/null".into())?,
+        };
+        self.tx
+            .send(FileJob { file, item })
+            .map_err(|_| Error::invalid("extraction workers stopped"))
+    }
+
+    /// The directory holding `parts`' last component, creating parents.
+    fn parent(&mut self, parts: &[Vec<u8>]) -> Result<BorrowedFd<'_>> {
+        let parents = &parts[..parts.len() - 1];
+        let common = self
+            .stack
+            .iter()
+            .zip(parents)
+            .take_while(|((n, _), p)| n == *p)
+            .count();
+        self.stack.truncate(common);
+        for p in &parents[common..] {
+            let base = match self.stack.last() {
+                Some((_, fd)) => fd.as_fd(),
+                None => self.root.as_ref().ok_or(Error::Interrupted)?.as_fd(),
+            };
+            let fd = match rustix::fs::openat(base, p.as_slice(), dir_flags(), Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    rustix::fs::mkdirat(base, p.as_slice(), Mode::from_raw_mode(0o755))
+                        .map_err(|e| io_err(parts, e))?;
+                    rustix::fs::openat(base, p.as_slice(), dir_flags(), Mode::empty())
+                        .map_err(|e| io_err(parts, e))?
+                }
+                // ELOOP/ENOTDIR: a symlink or file where a directory should be.
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    return Err(Error::UnsafePath(format!(
+                        "{} (a parent is a symlink or not a directory)",
+                        String::from_utf8_lossy(&parts.join(&b'/'))
+                    )));
+                }
+                Err(e) => return Err(io_err(parts, e)),
+            };
+            self.stack.push((p.clone(), fd));
+        }
+        Ok(match self.stack.last() {
+            Some((_, fd)) => fd.as_fd(),
+            None => self.root.as_ref().ok_or(Error::Interrupted)?.as_fd(),
+        })
+    }
+
+    fn create(&mut self, parts: &[Vec<u8>], item: Item, obs: &mut dyn Observer) -> Result<()> {
+        let numeric = self.opts.numeric_ids;
+        let name = parts[parts.len() - 1].clone();
+        let kind = item.kind;
+        let parent = self.parent(parts)?;
+        let parent = rustix::io::dup(parent).map_err(|e| io_err(parts, e))?;
+        if kind == KIND_DIR {
+            match rustix::fs::mkdirat(&parent, name.as_slice(), Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(io_err(parts, e)),
+            }
+            // An existing symlink in the directory's place is replaced.
+            if let Err(Errno::LOOP | Errno::NOTDIR) =
+                rustix::fs::openat(&parent, name.as_slice(), dir_flags(), Mode::empty())
+            {
+                rustix::fs::unlinkat(&parent, name.as_slice(), AtFlags::empty())
+                    .map_err(|e| io_err(parts, e))?;
+                rustix::fs::mkdirat(&parent, name.as_slice(), Mode::from_raw_mode(0o700))
+                    .map_err(|e| io_err(parts, e))?;
+            }
+            self.dirs.push((parts.to_vec(), item));
+            return Ok(());
+        }
+        remove_existing(&parent, &name).map_err(|e| io_err(parts, e))?;
+        match kind {
+            KIND_FILE => {
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name.as_slice(),
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| io_err(parts, e))?;
+                self.send(Some(File::from(fd)), item)
+            }
+            KIND_SYMLINK => {
+                let target = item.target.as_ref().map(|t| t.to_vec()).unwrap_or_default();
+                rustix::fs::symlinkat(target.as_slice(), &parent, name.as_slice())
+                    .map_err(|e| io_err(parts, e))?;
+                let _ = apply_at_meta(&parent, &name, &item, &mut self.names, numeric, false);
+                Ok(())
+            }
+            KIND_FIFO | KIND_CHARDEV | KIND_BLOCKDEV => {
+                let ft = match kind {
+                    KIND_FIFO => FileType::Fifo,
+                    KIND_CHARDEV => FileType::CharacterDevice,
+                    _ => FileType::BlockDevice,
+                };
+                let mode = Mode::from_raw_mode(item.mode & 0o777);
+                match rustix::fs::mknodat(
+                    &parent,
+                    name.as_slice(),
+                    ft,
+                    mode,
+                    item.rdev.unwrap_or(0),
+                ) {
+                    Ok(()) => {
+                        if let Err(m) =
+                            apply_at_meta(&parent, &name, &item, &mut self.names, numeric, true)
+                        {
+                            self.warn(format!("{}: {m}", item.path_lossy()), obs);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(io_err(parts, e)),
+                }
+            }
+            other => Err(Error::corrupt(format!(
+                "{}: unknown item kind {other}",
+                item.path_lossy()
+            ))),
+        }
+    }
+
+    fn hardlink(
+        &mut self,
+        to: &[u8],
+        parts: &[Vec<u8>],
+        item: &Item,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        if !self.extracted.contains(to) {
+            self.warn(
+                format!("{}: hard link source was not extracted", item.path_lossy()),
+                obs,
+            );
+            return Ok(());
+        }
+        let src: Vec<&[u8]> = to.split(|&b| b == b'/').collect();
+        let root = self.root.as_ref().ok_or(Error::Interrupted)?;
+        let src_dir = open_dir_path(root.as_fd(), &src[..src.len() - 1])
+            .map_err(|e| Error::io(item.path_lossy(), e))?;
+        let parent = self.parent(parts)?;
+        let parent = rustix::io::dup(parent).map_err(|e| io_err(parts, e))?;
+        let name = &parts[parts.len() - 1];
+        remove_existing(&parent, name).map_err(|e| io_err(parts, e))?;
+        rustix::fs::linkat(
+            &src_dir,
+            src[src.len() - 1],
+            &parent,
+            name.as_slice(),
+            AtFlags::empty(),
+        )
+        .map_err(|e| io_err(parts, e))?;
+        self.extracted.insert(parts.join(&b'/'));
+        Ok(())
+    }
+}
+
+fn is_disk_full(e: &Error) -> bool {
+    matches!(e, Error::DiskFull(_))
+}
+
+fn io_err(parts: &[Vec<u8>], e: Errno) -> Error {
+    Error::io(
+        String::from_utf8_lossy(&parts.join(&b'/')).into_owned(),
+        e.into(),
+    )
+}
+
+fn remove_existing(parent: &OwnedFd, name: &[u8]) -> std::result::Result<(), Errno> {
+    match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::ISDIR) => rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR),
+        Err(e) => Err(e),
+    }
+}
+
+fn owner(item: &Item, names: &mut Names, numeric: bool) -> (u32, u32) {
+    if numeric {
+        return (item.uid, item.gid);
+    }
+    let uid = item
+        .user
+        .as_deref()
+        .and_then(|u| names.uid(u))
+        .unwrap_or(item.uid);
+    let gid = item
+        .group
+        .as_deref()
+        .and_then(|g| names.gid(g))
+        .unwrap_or(item.gid);
+    (uid, gid)
+}
+
+fn timestamps(item: &Item) -> Timestamps {
+    let ts = |ns: i64| rustix::fs::Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    };
+    Timestamps {
+        last_access: ts(item.atime),
+        last_modification: ts(item.mtime),
+    }
+}
+
+/// Owner, mode, xattrs and times through an open descriptor (files, dirs).
+fn apply_fd_meta(
+    fd: BorrowedFd,
+    item: &Item,
+    names: &mut Names,
+    numeric: bool,
+) -> std::result::Result<(), String> {
+    let (uid, gid) = owner(item, names, numeric);
+    let mut problems = Vec::new();
+    // chown first: it clears setuid/setgid bits that chmod then sets.
+    if let Err(e) = rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    ) {
+        if e != Errno::PERM {
+            problems.push(format!("chown: {e}"));
+        }
+    }
+    if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode & 0o7777)) {
+        problems.push(format!("chmod: {e}"));
+    }
+    for (k, v) in &item.xattrs {
+        let name = std::ffi::OsStr::new(std::str::from_utf8(k).unwrap_or(""));
+        if let Err(e) =
+            rustix::fs::fsetxattr(fd, name, v.as_slice(), rustix::fs::XattrFlags::empty())
+        {
+            problems.push(format!("xattr {}: {e}", String::from_utf8_lossy(k)));
+        }
+    }
+    if let Err(e) = rustix::fs::futimens(fd, &timestamps(item)) {
+        problems.push(format!("times: {e}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
+/// Metadata of entries that cannot be opened (symlinks, devices, FIFOs).
+fn apply_at_meta(
+    parent: &OwnedFd,
+    name: &[u8],
+    item: &Item,
+    names: &mut Names,
+    numeric: bool,
+    chmod: bool,
+) -> std::result::Result<(), String> {
+    let (uid, gid) = owner(item, names, numeric);
+    let mut problems = Vec::new();
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    if let Err(e) = rustix::fs::chownat(
+        parent,
+        name,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        nofollow,
+    ) {
+        if e != Errno::PERM {
+            problems.push(format!("chown: {e}"));
+        }
+    }
+    if chmod {
+        // The node was just created by us under a directory opened without
+        // following links, so following here cannot leave the target.
+        if let Err(e) = rustix::fs::chmodat(
+            parent,
+            name,
+            Mode::from_raw_mode(item.mode & 0o7777),
+            AtFlags::empty(),
+        ) {
+            problems.push(format!("chmod: {e}"));
+        }
+    }
+    if let Err(e) = rustix::fs::utimensat(parent, name, &timestamps(item), nofollow) {
+        problems.push(format!("times: {e}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
+fn write_file(shared: &Shared, job: FileJob) {
+    let FileJob { mut file, item } = job;
+    if let Err(e) = write_content(shared, &mut file, &item.chunks, item.size) {
+        shared.problem(true, format!("{}: {e}", item.path_lossy()));
+        return;
+    }
+    if shared.dry_run {
+        return;
+    }
+    let mut names = Names::default();
+    if let Err(m) = apply_fd_meta(file.as_fd(), &item, &mut names, shared.numeric_ids) {
+        shared.problem(false, format!("{}: {m}", item.path_lossy()));
+    }
+}
+
+fn write_content(shared: &Shared, file: &mut File, chunks: &[ChunkRef], size: u64) -> Result<()> {
+    let mut written = 0u64;
+    for c in chunks {
+        let data = shared.repo.read_blob(ObjectType::Data, &c.0)?;
+        if data.len() != c.1 as usize {
+            return Err(Error::corrupt(format!(
+                "chunk {} has {} bytes, the item says {}",
+                c.0.short(),
+                data.len(),
+                c.1
+            )));
+        }
+        if !shared.dry_run {
+            write_chunk(file, &data, shared.sparse).map_err(|e| Error::io("writing", e))?;
+        }
+        written += data.len() as u64;
+        shared.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    }
+    if shared.dry_run {
+        return Ok(());
+    }
+    if shared.sparse {
+        file.set_len(written)
+            .map_err(|e| Error::io("truncating", e))?;
+    }
+    if written != size {
+        return Err(Error::corrupt(format!(
+            "restored {written} bytes, the item says {size}"
+        )));
+    }
+    Ok(())
+}
+
+fn write_chunk(file: &mut File, data: &[u8], sparse: bool) -> std::io::Result<()> {
+    if !sparse {
+        return file.write_all(data);
+    }
+    for block in data.chunks(SPARSE_BLOCK) {
+        if block.iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(block.len() as i64))?;
+        } else {
+            file.write_all(block)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! A repository in a local directory (also a mounted USB drive or NFS share).
+
+use super::{Backend, FileInfo, FileKind, Space, valid_name};
+use crate::error::{Error, IoContext, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub struct LocalBackend {
+    root: PathBuf,
+    display: String,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let display = root.display().to_string();
+        Self { root, display }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
+        if !valid_name(name) {
+            return Err(Error::invalid(format!("bad repository file name `{name}`")));
+        }
+        Ok(match kind {
+            FileKind::Config => self.root.join(name),
+            FileKind::Pack => self
+                .root
+                .join("data")
+                .join(&name[..2.min(name.len())])
+                .join(name),
+            _ => self.root.join(kind.dir()).join(name),
+        })
+    }
+
+    fn list_dir(&self, dir: &Path, out: &mut Vec<FileInfo>) -> Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        for entry in entries {
+            let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !valid_name(&name) {
+                continue; // temporary files start with '.'
+            }
+            let meta = entry
+                .metadata()
+                .ctx(|| format!("stat {}", entry.path().display()))?;
+            if meta.is_file() {
+                out.push(FileInfo {
+                    name,
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// fsync a directory so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Writes `data` to `path` crash-safely: temporary file, fsync, rename
+/// without replacing, fsync of the directory.
+pub fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut rnd = [0u8; 8];
+    crate::crypto::random_bytes(&mut rnd)?;
+    let fname = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".tmp-{}-{}", hex::encode(rnd), fname));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx(|| format!("creating {}", tmp.display()))?;
+        f.write_all(data)
+            .ctx(|| format!("writing {}", path.display()))?;
+        f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        rename_noreplace(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => identical_or_exists(from, to),
+        // File systems without RENAME_NOREPLACE (some FUSE/vfat): check, then rename.
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            if to.exists() {
+                return identical_or_exists(from, to);
+            }
+            fs::rename(from, to).ctx(|| format!("renaming to {}", to.display()))
+        }
+        Err(e) => Err(Error::io(format!("renaming to {}", to.display()), e.into())),
+    }
+}
+
+/// A content-addressed file rewritten with the same bytes is fine (a retried
+/// upload); anything else would be an overwrite, which the format forbids.
+fn identical_or_exists(from: &Path, to: &Path) -> Result<()> {
+    let same = match (fs::read(from), fs::read(to)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let _ = fs::remove_file(from);
+    if same {
+        Ok(())
+    } else {
+        Err(Error::io(
+            format!("writing {}", to.display()),
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists"),
+        ))
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> &str {
+        &self.display
+    }
+
+    fn create(&self) -> Result<()> {
+        if let Ok(mut entries) = fs::read_dir(&self.root) {
+            if entries.next().is_some() {
+                return Err(Error::RepositoryExists(self.display.clone()));
+            }
+        }
+        fs::create_dir_all(&self.root).ctx(|| format!("creating {}", self.display))?;
+        for kind in [
+            FileKind::Key,
+            FileKind::Index,
+            FileKind::Manifest,
+            FileKind::Lock,
+        ] {
+            fs::create_dir(self.root.join(kind.dir()))
+                .ctx(|| format!("creating {}", self.display))?;
+        }
+        let data = self.root.join("data");
+        fs::create_dir(&data).ctx(|| format!("creating {}", data.display()))?;
+        for i in 0..=255u8 {
+            fs::create_dir(data.join(format!("{i:02x}")))
+                .ctx(|| format!("creating {}", data.display()))?;
+            sync_dir(&data.join(format!("{i:02x}")))?;
+        }
+        sync_dir(&data)?;
+        sync_dir(&self.root)
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        match kind {
+            FileKind::Config => {
+                if let Ok(m) = fs::metadata(self.root.join("config")) {
+                    out.push(FileInfo {
+                        name: "config".into(),
+                        size: m.len(),
+                    });
+                }
+            }
+            FileKind::Pack => {
+                let data = self.root.join("data");
+                for i in 0..=255u8 {
+                    self.list_dir(&data.join(format!("{i:02x}")), &mut out)?;
+                }
+            }
+            _ => self.list_dir(&self.root.join(kind.dir()), &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let mut f = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .ctx(|| format!("reading {}", path.display()))?;
+        Ok(buf)
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let f = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset)
+            .ctx(|| format!("reading {} bytes at {offset} of {}", len, path.display()))?;
+        Ok(buf)
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        write_durable(&self.path(kind, name)?, data)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        let path = self.path(kind, name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting {}", path.display()), e)),
+        }
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        Ok(self.path(kind, name)?.exists())
+    }
+
+    fn space(&self) -> Result<Space> {
+        let st = rustix::fs::statvfs(&self.root)
+            .map_err(|e| Error::io(format!("statvfs {}", self.display), e.into()))?;
+        Ok(Space {
+            total: st.f_blocks * st.f_frsize,
+            free: st.f_bavail * st.f_frsize,
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! The file store under a repository.
+//!
+//! Contract (every implementation MUST):
+//! - `write` creates a new file atomically and durably: when it returns Ok the
+//!   complete file survives a crash, and a reader never sees a partial file.
+//!   It MUST fail with `AlreadyExists` semantics (an error) rather than
+//!   replace an existing file of a different size, except that rewriting a
+//!   content-addressed file (pack, index) with identical bytes is allowed.
+//! - `read`/`read_range` return exactly the bytes written, or an error.
+//! - `list` returns every complete file of a kind (never temporary files).
+//! - `delete` of a missing file is not an error (crash recovery re-runs it).
+
+pub mod fault;
+pub mod local;
+
+use crate::error::Result;
+
+/// The kinds of files in a repository, each in its own directory.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Manifest,
+    Lock,
+}
+
+impl FileKind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::Config => "",
+            Self::Key => "keys",
+            Self::Pack => "data",
+            Self::Index => "index",
+            Self::Manifest => "manifest",
+            Self::Lock => "locks",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Free and total bytes of the file system holding the repository.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Space {
+    pub total: u64,
+    pub free: u64,
+}
+
+pub trait Backend: Send + Sync {
+    /// Human-readable location, for messages.
+    fn location(&self) -> &str;
+    /// Creates the empty layout. Fails if the location holds files.
+    fn create(&self) -> Result<()>;
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>>;
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
+    fn space(&self) -> Result<Space>;
+}
+
+/// File names are lower-case hex or short `[a-z0-9._-]` words; anything else
+/// (slashes, `..`) is refused so a name can never escape its directory.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
+}

@@ -1,0 +1,178 @@
+//! Shared CLI plumbing: locations, passphrases, opening repositories,
+//! human sizes and times.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use strata::backend::Backend;
+use strata::backend::local::LocalBackend;
+use strata::repo::client::ClientDirs;
+use strata::repo::{OpenOptions, Passphrase, Repository};
+
+/// `REPO`, `REPO::ARCHIVE`, `::ARCHIVE` (with STRATA_REPO).
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub repo: String,
+    pub archive: Option<String>,
+}
+
+impl Location {
+    pub fn parse(s: &str) -> Result<Self> {
+        let (repo, archive) = match s.rsplit_once("::") {
+            Some((r, a)) => (r.to_string(), (!a.is_empty()).then(|| a.to_string())),
+            None => (s.to_string(), None),
+        };
+        let repo = if repo.is_empty() {
+            std::env::var("STRATA_REPO")
+                .context("no repository given and STRATA_REPO is not set")?
+        } else {
+            repo
+        };
+        Ok(Self { repo, archive })
+    }
+
+    pub fn archive(&self) -> Result<&str> {
+        match &self.archive {
+            Some(a) => Ok(a),
+            None => bail!("{} names no archive: use REPO::ARCHIVE", self.repo),
+        }
+    }
+
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        if self.repo.starts_with("ssh://")
+            || self.repo.contains(':') && !self.repo.starts_with('/') && !self.repo.starts_with('.')
+        {
+            bail!(
+                "{}: remote repositories (ssh://, user@host:path) are not supported yet; use a local path",
+                self.repo
+            );
+        }
+        let local = LocalBackend::new(PathBuf::from(&self.repo));
+        Ok(Arc::from(strata::backend::fault::wrap_from_env(local)))
+    }
+}
+
+/// Passphrase from STRATA_PASSPHRASE, STRATA_PASSCOMMAND or the terminal.
+pub struct CliPassphrase;
+
+impl Passphrase for CliPassphrase {
+    fn get(&self, new_key: bool) -> strata::Result<Vec<u8>> {
+        let err = |m: String| strata::Error::invalid(m);
+        if let Ok(p) = std::env::var("STRATA_PASSPHRASE") {
+            return Ok(p.into_bytes());
+        }
+        if let Ok(cmd) = std::env::var("STRATA_PASSCOMMAND") {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &cmd])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| err(format!("running STRATA_PASSCOMMAND: {e}")))?;
+            if !out.status.success() {
+                return Err(err(format!(
+                    "STRATA_PASSCOMMAND failed with {}",
+                    out.status
+                )));
+            }
+            let mut p = out.stdout;
+            while p.last() == Some(&b'\n') || p.last() == Some(&b'\r') {
+                p.pop();
+            }
+            return Ok(p);
+        }
+        let prompt = |q: &str| {
+            rpassword::prompt_password(q).map_err(|_| {
+                err("no passphrase: set STRATA_PASSPHRASE or STRATA_PASSCOMMAND, or run on a terminal".into())
+            })
+        };
+        let p = prompt("Enter passphrase for key: ")?;
+        if new_key {
+            if p.is_empty() {
+                return Err(err(
+                    "an empty passphrase protects nothing: choose one".into()
+                ));
+            }
+            if prompt("Enter the same passphrase again: ")? != p {
+                return Err(err("the passphrases do not match".into()));
+            }
+        }
+        Ok(p.into_bytes())
+    }
+}
+
+pub fn open(
+    loc: &Location,
+    exclusive: bool,
+    lock_wait: u64,
+    load_index: bool,
+) -> Result<Repository> {
+    let backend = loc.backend()?;
+    let opts = OpenOptions {
+        exclusive,
+        lock_wait: Duration::from_secs(lock_wait),
+        passphrase: &CliPassphrase,
+        dirs: ClientDirs::from_env(),
+        load_index,
+    };
+    Ok(Repository::open(backend, &opts)?)
+}
+
+pub fn threads() -> usize {
+    std::env::var("STRATA_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+}
+
+/// Decimal units, as borg prints them: `1.05 GB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// `Wed, 2026-11-25 12:00:00` in local time, from RFC 3339.
+pub fn time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%a, %Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+pub fn time_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
+    .map(|t| {
+        t.with_timezone(&chrono::Local)
+            .format("%a, %Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
+    .unwrap_or_default()
+}
+
+pub fn duration(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.2} seconds")
+    } else {
+        let s = seconds as u64;
+        format!("{} minutes {} seconds", s / 60, s % 60)
+    }
+}

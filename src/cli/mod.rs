@@ -1,0 +1,112 @@
+//! The command line: parses, calls a layer, prints. Exit codes: 0 ok,
+//! 1 warnings, 2 error.
+
+mod cmd_create;
+mod cmd_extract;
+mod cmd_info;
+mod cmd_init;
+mod cmd_list;
+pub mod common;
+mod demo;
+mod filters;
+mod placeholders;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_WARNING: i32 = 1;
+pub const EXIT_ERROR: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Deduplicating, compressing, encrypting backup with an off-site tier",
+    long_about = "strata backs up file trees into repositories: deduplicated by content-defined \
+chunks, compressed, and encrypted on the client (AES-256-GCM or ChaCha20-Poly1305, keys derived \
+with Argon2id). Repository files are immutable once written, so a crash at any moment leaves a \
+valid repository.\n\nRepositories are named REPO (a path), archives REPO::ARCHIVE; with \
+STRATA_REPO set, ::ARCHIVE is enough. Passphrases come from STRATA_PASSPHRASE, STRATA_PASSCOMMAND \
+or a prompt.\n\nExit codes: 0 success, 1 warning (some files could not be read), 2 error.",
+    after_help = "Start with `strata demo` for a guided tour, or:\n  strata init /backup/repo\n  strata create --stats /backup/repo::'{hostname}-{now}' ~/\n  strata list /backup/repo\n  strata extract /backup/repo::ARCHIVE"
+)]
+pub struct Cli {
+    /// Wait up to SECONDS for another process's lock on the repository.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 1)]
+    pub lock_wait: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new, empty repository.
+    Init(cmd_init::InitArgs),
+    /// Back up files into a new archive.
+    Create(cmd_create::CreateArgs),
+    /// Restore files from an archive into the current directory.
+    Extract(cmd_extract::ExtractArgs),
+    /// List archives of a repository, or the contents of an archive.
+    List(cmd_list::ListArgs),
+    /// Show statistics of a repository or archive.
+    Info(cmd_info::InfoArgs),
+    /// Remove all locks of a repository (only when no strata process uses it).
+    BreakLock(cmd_init::BreakLockArgs),
+    /// A guided tour: back up a sample tree, list, restore, verify, show stats.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Init(a) => cmd_init::run(a),
+        Command::Create(a) => cmd_create::run(a, cli.lock_wait),
+        Command::Extract(a) => cmd_extract::run(a, cli.lock_wait),
+        Command::List(a) => cmd_list::run(a, cli.lock_wait),
+        Command::Info(a) => cmd_info::run(a, cli.lock_wait),
+        Command::BreakLock(a) => cmd_init::break_lock(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return EXIT_OK;
+            }
+            eprintln!("strata: error: {}", one_line(&e));
+            EXIT_ERROR
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Context chain on one line, without repeating a cause already quoted.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out.replace('\n', " ")
+}

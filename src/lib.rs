@@ -1,0 +1,17 @@
+//! strata: deduplicating, compressing, encrypting backup with an off-site tier.
+//!
+//! Layers (see ../docs/FORMAT.md and the architecture guide): `backend` (file
+//! store) → `crypto`/`compress`/`chunker` → `repo` (packs, index, manifest,
+//! locks) → `archive` (items, create, extract) → `cli`.
+
+pub mod archive;
+pub mod backend;
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod repo;
+
+pub use error::{Error, Result};
+// touch

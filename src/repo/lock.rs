@@ -1,0 +1,215 @@
+//! Repository locks: a file per holder in `locks/`. Writers take an
+//! exclusive lock, readers a shared one. A lock is stale when its holder is
+//! a dead process on this host, or when it has not been refreshed for
+//! `STALE_AFTER` (holders refresh every `REFRESH_EVERY`).
+
+use crate::backend::{Backend, FileKind};
+use crate::error::{Error, Result};
+use crossbeam_channel::{Sender, bounded};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub hostname: String,
+    pub pid: u32,
+    pub exclusive: bool,
+    /// Unix seconds when this lock file was written.
+    pub time: i64,
+}
+
+impl LockInfo {
+    fn describe(&self) -> String {
+        let kind = if self.exclusive {
+            "exclusive"
+        } else {
+            "shared"
+        };
+        let when = chrono::DateTime::from_timestamp(self.time, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        format!(
+            "an {kind} lock of pid {} on {} since {when}",
+            self.pid, self.hostname
+        )
+    }
+
+    fn is_stale(&self, now: i64) -> bool {
+        if self.hostname == hostname() && !process_alive(self.pid) {
+            return true;
+        }
+        now - self.time > STALE_AFTER.as_secs() as i64
+    }
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
+/// Held lock; removing it on drop. Refreshes itself from a thread.
+pub struct LockGuard {
+    backend: Arc<dyn Backend>,
+    name: Arc<Mutex<String>>,
+    stop: Option<Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LockGuard {
+    pub fn release(mut self) {
+        self.stop_refresh();
+        self.remove();
+    }
+
+    fn stop_refresh(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn remove(&self) {
+        if let Ok(name) = self.name.lock() {
+            let _ = self.backend.delete(FileKind::Lock, &name);
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.stop_refresh();
+            self.remove();
+        }
+    }
+}
+
+fn new_name(exclusive: bool) -> Result<String> {
+    let mut r = [0u8; 8];
+    crate::crypto::random_bytes(&mut r)?;
+    Ok(format!(
+        "{}-{}",
+        if exclusive { "x" } else { "s" },
+        hex::encode(r)
+    ))
+}
+
+fn write_lock(backend: &dyn Backend, exclusive: bool) -> Result<String> {
+    let info = LockInfo {
+        hostname: hostname(),
+        pid: std::process::id(),
+        exclusive,
+        time: chrono::Utc::now().timestamp(),
+    };
+    let name = new_name(exclusive)?;
+    let data = serde_json::to_vec(&info).map_err(|e| Error::invalid(e.to_string()))?;
+    backend.write(FileKind::Lock, &name, &data)?;
+    Ok(name)
+}
+
+/// Finds a lock that conflicts with ours, removing stale ones on the way.
+fn conflict(backend: &dyn Backend, ours: &str, exclusive: bool) -> Result<Option<LockInfo>> {
+    let now = chrono::Utc::now().timestamp();
+    for f in backend.list(FileKind::Lock)? {
+        if f.name == ours {
+            continue;
+        }
+        let info: LockInfo = match backend.read(FileKind::Lock, &f.name) {
+            Ok(d) => match serde_json::from_slice(&d) {
+                Ok(i) => i,
+                Err(_) => continue, // unreadable lock: not ours to judge, ignore
+            },
+            Err(_) => continue, // removed meanwhile
+        };
+        if info.is_stale(now) {
+            let _ = backend.delete(FileKind::Lock, &f.name);
+            continue;
+        }
+        if exclusive || info.exclusive {
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
+}
+
+/// Takes a lock, waiting up to `wait` for conflicting holders to finish.
+pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, wait: Duration) -> Result<LockGuard> {
+    let deadline = Instant::now() + wait;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let name = write_lock(backend.as_ref(), exclusive)?;
+        match conflict(backend.as_ref(), &name, exclusive)? {
+            None => return Ok(start_refresh(backend, name, exclusive)),
+            Some(holder) => {
+                backend.delete(FileKind::Lock, &name)?;
+                if Instant::now() >= deadline {
+                    return Err(Error::Locked {
+                        repo: backend.location().to_string(),
+                        holder: holder.describe(),
+                    });
+                }
+                // Waiting for another process to release its lock: a timed
+                // retry is the only signal a dumb file store offers.
+                let jitter = Duration::from_millis(u64::from(rand_u8()) % 50);
+                std::thread::sleep(
+                    (backoff + jitter).min(deadline.saturating_duration_since(Instant::now())),
+                );
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn rand_u8() -> u8 {
+    let mut b = [0u8; 1];
+    let _ = crate::crypto::random_bytes(&mut b);
+    b[0]
+}
+
+fn start_refresh(backend: Arc<dyn Backend>, name: String, exclusive: bool) -> LockGuard {
+    let (tx, rx) = bounded::<()>(0);
+    let name = Arc::new(Mutex::new(name));
+    let (b, n) = (backend.clone(), name.clone());
+    let thread = std::thread::spawn(move || {
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY)
+        {
+            // New file first, then remove the old one: never a moment unlocked.
+            if let Ok(fresh) = write_lock(b.as_ref(), exclusive) {
+                if let Ok(mut cur) = n.lock() {
+                    let _ = b.delete(FileKind::Lock, &cur);
+                    *cur = fresh;
+                }
+            }
+        }
+    });
+    LockGuard {
+        backend,
+        name,
+        stop: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+/// Removes every lock (`strata break-lock`).
+pub fn break_all(backend: &dyn Backend) -> Result<usize> {
+    let files = backend.list(FileKind::Lock)?;
+    for f in &files {
+        backend.delete(FileKind::Lock, &f.name)?;
+    }
+    Ok(files.len())
+}

@@ -1,0 +1,357 @@
+//! The repository: config, keys, packs, index, manifest and locks over a
+//! [`Backend`]. See docs/FORMAT.md for the bytes and the ordering rules.
+
+pub mod client;
+pub mod config;
+pub mod index;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+pub mod writer;
+
+use crate::backend::{Backend, FileKind};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::keyfile::{KeyFile, KeyPayload};
+use crate::crypto::{Cipher, MASTER_SECRET_LEN, Mode, ObjectType, RepoKeys, Sealer, random_bytes};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use client::{ClientDirs, SecurityRecord};
+use config::{CONFIG_FILE, RepoConfig};
+use index::Index;
+use lock::LockGuard;
+use manifest::{ArchiveRef, Manifest};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Supplies a passphrase when a key must be unlocked or created.
+pub trait Passphrase {
+    /// `new_key` asks for a passphrase to protect a new key (confirm it).
+    fn get(&self, new_key: bool) -> Result<Vec<u8>>;
+}
+
+pub struct InitOptions {
+    pub mode: Mode,
+    pub cipher: Cipher,
+    pub chunker: ChunkerParams,
+    /// Argon2id (memory KiB, iterations, parallelism).
+    pub kdf_cost: (u32, u32, u32),
+}
+
+/// Creates a repository; returns its config.
+pub fn init(
+    backend: &dyn Backend,
+    opts: &InitOptions,
+    pass: &dyn Passphrase,
+    dirs: &ClientDirs,
+) -> Result<RepoConfig> {
+    opts.chunker.validate()?;
+    let config = RepoConfig::new(opts.mode, Some(opts.cipher), opts.chunker)?;
+    if opts.mode == Mode::Keyfile && dirs.key_file(&config.id).exists() {
+        return Err(Error::invalid(
+            "a key file for this repository id already exists",
+        ));
+    }
+    backend.create()?;
+    if opts.mode.has_key() {
+        let mut master = [0u8; MASTER_SECRET_LEN];
+        random_bytes(&mut master)?;
+        let payload = KeyPayload {
+            repository_id: config.id.clone(),
+            mode: opts.mode,
+            cipher: config.cipher,
+            master: hex::encode(master),
+        };
+        let kf = KeyFile::seal(&payload, &pass.get(true)?, opts.kdf_cost)?;
+        match opts.mode {
+            Mode::Keyfile => {
+                std::fs::create_dir_all(&dirs.keys)
+                    .map_err(|e| Error::io(format!("creating {}", dirs.keys.display()), e))?;
+                crate::backend::local::write_durable(&dirs.key_file(&config.id), &kf.to_json())?;
+            }
+            _ => backend.write(FileKind::Key, "repokey", &kf.to_json())?,
+        }
+    }
+    // The config is written last: a half-created directory is not a repository.
+    backend.write(FileKind::Config, CONFIG_FILE, &config.to_json())?;
+    let record = SecurityRecord {
+        location: backend.location().into(),
+        mode: opts.mode,
+        generation: 0,
+    };
+    record.store(&dirs.security_file(&config.id))?;
+    Ok(config)
+}
+
+/// How to open a repository.
+pub struct OpenOptions<'a> {
+    pub exclusive: bool,
+    pub lock_wait: Duration,
+    pub passphrase: &'a dyn Passphrase,
+    pub dirs: ClientDirs,
+    /// Skip loading the index (commands that only read the manifest).
+    pub load_index: bool,
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: RepoConfig,
+    sealer: Arc<Sealer>,
+    index: Index,
+    manifest: Manifest,
+    dirs: ClientDirs,
+    _lock: LockGuard,
+}
+
+impl Repository {
+    pub fn open(backend: Arc<dyn Backend>, opts: &OpenOptions) -> Result<Self> {
+        let location = backend.location().to_string();
+        let config_bytes = match backend.read(FileKind::Config, CONFIG_FILE) {
+            Ok(b) => b,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository(location));
+            }
+            Err(e) => return Err(e),
+        };
+        let config = RepoConfig::parse(&config_bytes, &location)?;
+        let sec_path = opts.dirs.security_file(&config.id);
+        let known = SecurityRecord::load(&sec_path);
+        if let Some(k) = &known {
+            if k.mode.has_key() && k.mode != config.encryption {
+                return Err(Error::Downgrade {
+                    repo: location,
+                    claimed: config.encryption.name().into(),
+                    known: k.mode.name().into(),
+                    cache: sec_path,
+                });
+            }
+        }
+        let keys = load_keys(backend.as_ref(), &config, opts)?;
+        let sealer = Arc::new(Sealer::new(keys)?);
+        let lock = lock::acquire(backend.clone(), opts.exclusive, opts.lock_wait)?;
+        let manifest = load_manifest(backend.as_ref(), &sealer)?;
+        let seen = known.as_ref().map(|k| k.generation).unwrap_or(0);
+        if manifest.generation < seen {
+            return Err(Error::Rollback {
+                repo: location,
+                found: manifest.generation,
+                seen,
+                cache: sec_path,
+            });
+        }
+        let record = SecurityRecord {
+            location,
+            mode: config.encryption,
+            generation: manifest.generation,
+        };
+        record.store(&sec_path)?;
+        let index = if opts.load_index {
+            load_index(backend.as_ref(), &sealer)?
+        } else {
+            Index::default()
+        };
+        Ok(Self {
+            backend,
+            config,
+            sealer,
+            index,
+            manifest,
+            dirs: opts.dirs.clone(),
+            _lock: lock,
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn index_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn dirs(&self) -> &ClientDirs {
+        &self.dirs
+    }
+
+    pub fn location(&self) -> &str {
+        self.backend.location()
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker.params, &self.sealer.keys().chunker_seed)
+    }
+
+    /// Reads, authenticates and decompresses one blob.
+    pub fn read_blob(&self, ty: ObjectType, id: &BlobId) -> Result<Vec<u8>> {
+        let (pack, loc) = self.index.get(id).ok_or_else(|| {
+            Error::corrupt(format!("blob {} is missing from the index", id.short()))
+        })?;
+        if loc.ty != ty {
+            return Err(Error::corrupt(format!(
+                "blob {} has type {:?}, expected {ty:?}",
+                id.short(),
+                loc.ty
+            )));
+        }
+        let env = self.backend.read_range(
+            FileKind::Pack,
+            &pack.to_hex(),
+            loc.offset as u64,
+            loc.length,
+        )?;
+        let payload = self.sealer.open(ty, &id.0, env, &|| {
+            format!("blob {} in pack {}", id.short(), pack.short())
+        })?;
+        crate::compress::decompress(payload)
+    }
+
+    pub fn writer(&self, threads: usize) -> writer::BlobWriter {
+        writer::BlobWriter::new(
+            self.backend.clone(),
+            self.sealer.clone(),
+            self.config.pack_size,
+            threads,
+        )
+    }
+
+    /// Makes written packs visible to this process's index.
+    pub fn absorb(&mut self, summary: &writer::WriteSummary) {
+        for (pack, entries) in &summary.packs {
+            self.index.add_pack(*pack, entries);
+        }
+    }
+
+    /// Writes the next manifest generation with `archives` (after the data
+    /// and index it refers to are durable), then trims old generations.
+    pub fn write_manifest(&mut self, archives: Vec<ArchiveRef>) -> Result<()> {
+        let generation = self.manifest.generation + 1;
+        let next = Manifest {
+            version: manifest::MANIFEST_VERSION,
+            generation,
+            timestamp: chrono::Utc::now().to_rfc3339(),
+            archives,
+        };
+        let mut payload = vec![crate::compress::COMPRESSION_NONE];
+        payload.extend_from_slice(&next.encode()?);
+        let sealed = self.sealer.seal(
+            ObjectType::Manifest,
+            &manifest::aad_id(generation),
+            &payload,
+        )?;
+        self.backend.write(
+            FileKind::Manifest,
+            &manifest::file_name(generation),
+            &sealed,
+        )?;
+        self.manifest = next;
+        let record = SecurityRecord {
+            location: self.location().into(),
+            mode: self.config.encryption,
+            generation,
+        };
+        record.store(&self.dirs.security_file(&self.config.id))?;
+        for f in self.backend.list(FileKind::Manifest)? {
+            if let Some(g) = manifest::parse_file_name(&f.name) {
+                if g + (manifest::MANIFEST_KEEP as u64) < generation {
+                    self.backend.delete(FileKind::Manifest, &f.name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load_keys(backend: &dyn Backend, config: &RepoConfig, opts: &OpenOptions) -> Result<RepoKeys> {
+    let location = backend.location();
+    if !config.encryption.has_key() {
+        return Ok(RepoKeys::unkeyed(config.public_seed()?));
+    }
+    let kf = match config.encryption {
+        Mode::Keyfile => {
+            let path = opts.dirs.key_file(&config.id);
+            let data = std::fs::read(&path).map_err(|_| Error::KeyMissing {
+                repo: location.into(),
+                hint: format!("this is a keyfile repository and {} is missing: import it with `strata key import`", path.display()),
+            })?;
+            KeyFile::from_json(&data, &path.display().to_string())?
+        }
+        _ => {
+            let data = backend.read(FileKind::Key, "repokey").map_err(|_| Error::KeyMissing {
+                repo: location.into(),
+                hint: "keys/repokey is missing from the repository: restore it from your key export".into(),
+            })?;
+            KeyFile::from_json(&data, "keys/repokey")?
+        }
+    };
+    if kf.repository_id != config.id {
+        return Err(Error::corrupt("the key file belongs to another repository"));
+    }
+    let payload = kf.unlock(&opts.passphrase.get(false)?, location)?;
+    if payload.mode != config.encryption || payload.cipher != config.cipher {
+        return Err(Error::corrupt(
+            "config does not match the mode and cipher sealed in the key",
+        ));
+    }
+    Ok(RepoKeys::from_master(
+        payload.mode,
+        payload.cipher,
+        &payload.master_bytes()?,
+    ))
+}
+
+fn load_manifest(backend: &dyn Backend, sealer: &Sealer) -> Result<Manifest> {
+    let newest = backend
+        .list(FileKind::Manifest)?
+        .iter()
+        .filter_map(|f| manifest::parse_file_name(&f.name))
+        .max();
+    let Some(generation) = newest else {
+        return Ok(Manifest::empty());
+    };
+    let name = manifest::file_name(generation);
+    let env = backend.read(FileKind::Manifest, &name)?;
+    let payload = sealer.open(
+        ObjectType::Manifest,
+        &manifest::aad_id(generation),
+        env,
+        &|| format!("manifest {name}"),
+    )?;
+    let m = Manifest::decode(&crate::compress::decompress(payload)?, &name)?;
+    if m.generation != generation {
+        return Err(Error::corrupt(format!(
+            "manifest {name} holds generation {}",
+            m.generation
+        )));
+    }
+    Ok(m)
+}
+
+fn load_index(backend: &dyn Backend, sealer: &Sealer) -> Result<Index> {
+    let mut idx = Index::default();
+    for f in backend.list(FileKind::Index)? {
+        let env = backend.read(FileKind::Index, &f.name)?;
+        let payload = sealer.open(ObjectType::Index, &index::INDEX_AAD_ID, env, &|| {
+            format!("index file {}", f.name)
+        })?;
+        let data = crate::compress::decompress(payload)?;
+        for (pack, entries) in index::decode(&data, &f.name)? {
+            idx.add_pack(pack, &entries);
+        }
+    }
+    Ok(idx)
+}

@@ -1,0 +1,215 @@
+//! The write half of the pipeline: compress + seal on worker threads, pack
+//! and write on one packer thread, then index files. Packs are durable
+//! before the index file naming them is written (docs/FORMAT.md, "Ordering").
+
+use super::index;
+use super::pack::{PackBuilder, PackEntry};
+use crate::backend::{Backend, FileKind};
+use crate::compress::Compression;
+use crate::crypto::{ObjectType, Sealer};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// An index file is written after this many packs, so an interrupted
+/// backup leaves reusable data behind.
+pub const INDEX_EVERY_PACKS: usize = 64;
+
+struct Job {
+    ty: ObjectType,
+    id: BlobId,
+    data: Vec<u8>,
+    compression: Compression,
+}
+
+struct Sealed {
+    ty: ObjectType,
+    id: BlobId,
+    raw_length: u32,
+    bytes: Vec<u8>,
+}
+
+/// What a writer added to the repository.
+#[derive(Default)]
+pub struct WriteSummary {
+    pub packs: Vec<(PackId, Vec<PackEntry>)>,
+    pub blobs: u64,
+    pub stored_bytes: u64,
+    pub raw_bytes: u64,
+}
+
+pub struct BlobWriter {
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<Result<()>>>,
+    packer: Option<JoinHandle<Result<WriteSummary>>>,
+}
+
+impl BlobWriter {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        sealer: Arc<Sealer>,
+        pack_size: u32,
+        threads: usize,
+    ) -> Self {
+        let threads = threads.max(1);
+        // Bounded queues keep memory at a few chunks per thread.
+        let (job_tx, job_rx) = bounded::<Job>(threads * 2);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
+        let workers = (0..threads)
+            .map(|_| {
+                let (rx, tx, s) = (job_rx.clone(), sealed_tx.clone(), sealer.clone());
+                std::thread::spawn(move || worker(rx, tx, &s))
+            })
+            .collect();
+        drop(sealed_tx);
+        let packer =
+            std::thread::spawn(move || packer(sealed_rx, backend.as_ref(), &sealer, pack_size));
+        Self {
+            jobs: Some(job_tx),
+            workers,
+            packer: Some(packer),
+        }
+    }
+
+    /// Queues a blob; blocks while the pipeline is full.
+    pub fn add(
+        &self,
+        ty: ObjectType,
+        id: BlobId,
+        data: Vec<u8>,
+        compression: Compression,
+    ) -> Result<()> {
+        let tx = self.jobs.as_ref().ok_or(Error::Interrupted)?;
+        tx.send(Job {
+            ty,
+            id,
+            data,
+            compression,
+        })
+        .map_err(|_| Error::invalid("the write pipeline stopped (see the next error)"))
+    }
+
+    /// Drains the pipeline, writes the last pack and index file.
+    pub fn finish(mut self) -> Result<WriteSummary> {
+        self.jobs.take();
+        let mut first_err = None;
+        for w in self.workers.drain(..) {
+            match w.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::invalid("a compression worker panicked"));
+                }
+            }
+        }
+        let packed = match self.packer.take().map(|p| p.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(Error::invalid("the packer thread panicked")),
+        };
+        // A packer error (disk full, say) explains a worker's failed send.
+        match (packed, first_err) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(e)) => Err(e),
+            (Ok(s), None) => Ok(s),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(p) = self.packer.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+fn worker(rx: Receiver<Job>, tx: Sender<Sealed>, sealer: &Sealer) -> Result<()> {
+    for job in rx {
+        let payload = job.compression.compress(&job.data);
+        let bytes = sealer.seal(job.ty, &job.id.0, &payload)?;
+        let s = Sealed {
+            ty: job.ty,
+            id: job.id,
+            raw_length: job.data.len() as u32,
+            bytes,
+        };
+        if tx.send(s).is_err() {
+            break; // the packer failed; it reports why
+        }
+    }
+    Ok(())
+}
+
+fn packer(
+    rx: Receiver<Sealed>,
+    backend: &dyn Backend,
+    sealer: &Sealer,
+    pack_size: u32,
+) -> Result<WriteSummary> {
+    let mut summary = WriteSummary::default();
+    let mut pack = PackBuilder::default();
+    let mut unindexed = 0usize;
+    for s in rx {
+        summary.blobs += 1;
+        summary.stored_bytes += s.bytes.len() as u64;
+        summary.raw_bytes += s.raw_length as u64;
+        pack.add(s.ty, s.id, s.raw_length, &s.bytes);
+        if pack.len() >= pack_size as usize {
+            flush_pack(std::mem::take(&mut pack), backend, sealer, &mut summary)?;
+            unindexed += 1;
+            if unindexed >= INDEX_EVERY_PACKS {
+                write_index(
+                    backend,
+                    sealer,
+                    &summary.packs[summary.packs.len() - unindexed..],
+                )?;
+                unindexed = 0;
+            }
+        }
+    }
+    if !pack.is_empty() {
+        flush_pack(pack, backend, sealer, &mut summary)?;
+        unindexed += 1;
+    }
+    if unindexed > 0 {
+        write_index(
+            backend,
+            sealer,
+            &summary.packs[summary.packs.len() - unindexed..],
+        )?;
+    }
+    Ok(summary)
+}
+
+fn flush_pack(
+    pack: PackBuilder,
+    backend: &dyn Backend,
+    sealer: &Sealer,
+    summary: &mut WriteSummary,
+) -> Result<()> {
+    let (id, bytes, entries) = pack.finish(sealer)?;
+    backend.write(FileKind::Pack, &id.to_hex(), &bytes)?;
+    summary.packs.push((id, entries));
+    Ok(())
+}
+
+/// Seals and writes one index file; its name is the BLAKE3 of its bytes.
+pub fn write_index(
+    backend: &dyn Backend,
+    sealer: &Sealer,
+    packs: &[(PackId, Vec<PackEntry>)],
+) -> Result<String> {
+    let payload = index::encode(packs);
+    let sealed = sealer.seal(ObjectType::Index, &index::INDEX_AAD_ID, &payload)?;
+    let name = blake3::hash(&sealed).to_hex().to_string();
+    backend.write(FileKind::Index, &name, &sealed)?;
+    Ok(name)
+}
