@@ -3,7 +3,7 @@
 //! manifest, in that order.
 
 use super::files_cache::{Entry, FilesCache, Lookup};
-use super::fsmeta::{Names, item_from_meta, kind_of, ns, xattrs_of};
+use super::fsmeta::{Names, item_from_meta, kind_of, xattrs_of};
 use super::item::{
     ChunkRef, Dedup, ITEMS_COMPRESSION, Item, ItemsWriter, KIND_DIR, KIND_FILE, KIND_SYMLINK,
 };
@@ -84,7 +84,7 @@ struct Walk<'a> {
     stats: ArchiveStats,
     progress: Progress,
     warnings: u64,
-    start_ns: i64,
+    newest_cmtime: i64,
     obs: &'a mut dyn Observer,
 }
 
@@ -120,7 +120,7 @@ pub fn create(
             stats: ArchiveStats::default(),
             progress: Progress::default(),
             warnings: 0,
-            start_ns: time_start.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            newest_cmtime: i64::MIN,
             obs,
         };
         for path in &opts.paths {
@@ -135,11 +135,13 @@ pub fn create(
             items,
             refs,
             seen,
-            cache,
+            mut cache,
             warnings,
             stats,
+            newest_cmtime,
             ..
         } = w;
+        cache.forget_racy(newest_cmtime);
         let mut dedup = dedup;
         let (item_ids, _) = items
             .finish(&mut |data| Ok(dedup.store(ObjectType::Items, data, ITEMS_COMPRESSION)?.0))?;
@@ -383,6 +385,7 @@ impl Walk<'_> {
         }
         let key = FilesCache::key_of(&item.path);
         self.seen.insert(key);
+        self.newest_cmtime = self.newest_cmtime.max(item.mtime).max(item.ctime);
         let known = match self.cache.lookup(
             &item.path,
             meta.ino(),
@@ -437,9 +440,7 @@ impl Walk<'_> {
             self.warn('C', path, "file changed while we backed it up".into());
             return;
         }
-        let recent = ns(after.ctime(), after.ctime_nsec()) >= self.start_ns - 1_000_000_000
-            || item.mtime >= self.start_ns - 1_000_000_000;
-        if !recent && !self.opts.dry_run {
+        if !self.opts.dry_run {
             let entry = Entry {
                 inode: before.ino(),
                 size: item.size,

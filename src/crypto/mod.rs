@@ -117,9 +117,10 @@ impl Mode {
 
 /// AEAD cipher for encrypted modes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Cipher {
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
+    #[serde(rename = "chacha20-poly1305")]
     Chacha20Poly1305,
 }
 

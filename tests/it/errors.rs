@@ -1,0 +1,212 @@
+use crate::util::*;
+
+fn one_line_error(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "expected exit 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.starts_with("strata: error: ") && err.contains(needle),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_repository_and_archive() {
+    let env = Env::new();
+    one_line_error(
+        &env.run(&["list", env.path("nope").to_str().unwrap()]),
+        "is not a strata repository",
+    );
+    env.init(&[]);
+    one_line_error(
+        &env.run(&["extract", &format!("{}::ghost", env.repo())]),
+        "archive `ghost` does not exist",
+    );
+    one_line_error(&env.run(&["init", &env.repo()]), "already exists");
+    let src = env.path("repo/config");
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    one_line_error(
+        &env.run(&[
+            "create",
+            &format!("{}::a", env.repo()),
+            src.to_str().unwrap(),
+        ]),
+        "already exists",
+    );
+    one_line_error(
+        &env.run(&[
+            "create",
+            "-C",
+            "gzip",
+            &format!("{}::b", env.repo()),
+            src.to_str().unwrap(),
+        ]),
+        "bad compression",
+    );
+}
+
+#[test]
+fn missing_source_path_is_a_warning() {
+    let env = Env::new();
+    env.init(&[]);
+    let out = env.run(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        env.path("does-not-exist").to_str().unwrap(),
+        env.path("repo/config").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "a\n");
+}
+
+#[test]
+fn rolled_back_manifest_is_detected() {
+    let env = Env::new();
+    env.init(&[]);
+    let src = env.path("repo/config");
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    let m1 = env.path("repo/manifest/00000000000000000001");
+    let saved = std::fs::read(&m1).unwrap();
+    env.ok(&[
+        "create",
+        &format!("{}::b", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    // an attacker (or a bad restore) puts back the older manifest
+    std::fs::remove_file(env.path("repo/manifest/00000000000000000002")).unwrap();
+    std::fs::write(&m1, saved).unwrap();
+    one_line_error(&env.run(&["list", &env.repo()]), "rolled back");
+    // a manifest renamed to a newer generation fails authentication
+    std::fs::rename(&m1, env.path("repo/manifest/00000000000000000003")).unwrap();
+    one_line_error(&env.run(&["list", &env.repo()]), "authentication failed");
+}
+
+#[test]
+fn downgrade_to_unencrypted_config_is_refused() {
+    let env = Env::new();
+    env.init(&[]);
+    let cfg_path = env.path("repo/config");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["encryption"] = "none".into();
+    cfg["cipher"] = serde_json::Value::Null;
+    cfg["public_chunker_seed"] = "00".repeat(32).into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    one_line_error(&env.run(&["list", &env.repo()]), "downgrade");
+}
+
+#[test]
+fn locks_exclude_writers_and_stale_locks_are_broken() {
+    let env = Env::new();
+    env.init(&[]);
+    // a writer blocked on its standard input holds the exclusive lock
+    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .args(["create", &format!("{}::held", env.repo()), "-"])
+        .env("STRATA_PASSPHRASE", "test passphrase")
+        .env("STRATA_CACHE_DIR", env.path("cache"))
+        .env("STRATA_INSECURE_FAST_KDF", "1")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // condition wait: the lock file appears once the writer has opened the repo
+    let locks = env.path("repo/locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&locks).unwrap().count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writer never took its lock"
+        );
+        std::thread::yield_now();
+    }
+    let out = env.run(&[
+        "--lock-wait",
+        "0",
+        "create",
+        &format!("{}::second", env.repo()),
+        env.path("repo/config").to_str().unwrap(),
+    ]);
+    one_line_error(&out, "is locked by");
+    drop(holder.stdin.take()); // EOF: the writer finishes and unlocks
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_dir(&locks).unwrap().count(),
+        0,
+        "lock not removed"
+    );
+    // a lock left by a dead process on this host is stale
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let host = strata::repo::lock::hostname();
+    let stale = serde_json::json!({"hostname": host, "pid": pid, "exclusive": true, "time": chrono::Utc::now().timestamp()});
+    std::fs::write(locks.join("x-0000000000000000"), stale.to_string()).unwrap();
+    env.ok(&[
+        "--lock-wait",
+        "0",
+        "create",
+        &format!("{}::after-stale", env.repo()),
+        env.path("repo/config").to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn full_disk_fails_cleanly_and_keeps_the_repository() {
+    let env = Env::new();
+    let mnt = env.path("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=6m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let repo = mnt.join("repo").display().to_string();
+    env.ok(&["init", &repo]);
+    let small = env.path("small-src");
+    std::fs::create_dir(&small).unwrap();
+    std::fs::write(small.join("a"), random("a", 100_000)).unwrap();
+    env.ok(&["create", &format!("{repo}::fits"), small.to_str().unwrap()]);
+    let big = env.path("big-src");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(big.join("b"), random("b", 20 << 20)).unwrap();
+    let out = env.run(&["create", &format!("{repo}::too-big"), big.to_str().unwrap()]);
+    one_line_error(&out, "no space left");
+    assert_eq!(env.ok(&["list", "--short", &repo]), "fits\n");
+    let dest = env.path("out");
+    std::fs::create_dir(&dest).unwrap();
+    env.ok(&[
+        "extract",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{repo}::fits"),
+    ]);
+    assert_same_tree(&small, &restored(&dest, &small));
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the built `strata` binary against real directories.
+
+mod crash;
+mod errors;
+mod malicious;
+mod modes;
+mod roundtrip;
+mod util;
