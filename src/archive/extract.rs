@@ -528,10 +528,9 @@ fn apply_fd_meta(
         fd,
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
-    ) {
-        if e != Errno::PERM {
-            problems.push(format!("chown: {e}"));
-        }
+    ) && e != Errno::PERM
+    {
+        problems.push(format!("chown: {e}"));
     }
     if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode & 0o7777)) {
         problems.push(format!("chmod: {e}"));
@@ -572,10 +571,9 @@ fn apply_at_meta(
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
         nofollow,
-    ) {
-        if e != Errno::PERM {
-            problems.push(format!("chown: {e}"));
-        }
+    ) && e != Errno::PERM
+    {
+        problems.push(format!("chown: {e}"));
     }
     if chmod {
         // The node was just created by us under a directory opened without

@@ -140,10 +140,10 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
-        if let Ok(mut entries) = fs::read_dir(&self.root) {
-            if entries.next().is_some() {
-                return Err(Error::RepositoryExists(self.display.clone()));
-            }
+        if let Ok(mut entries) = fs::read_dir(&self.root)
+            && entries.next().is_some()
+        {
+            return Err(Error::RepositoryExists(self.display.clone()));
         }
         fs::create_dir_all(&self.root).ctx(|| format!("creating {}", self.display))?;
         for kind in [

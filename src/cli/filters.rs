@@ -39,7 +39,7 @@ impl ArchiveFilter {
             match key {
                 "timestamp" => out.sort_by(|a, b| a.time.cmp(&b.time)),
                 "name" => out.sort_by(|a, b| a.name.cmp(&b.name)),
-                "id" => out.sort_by(|a, b| a.id.cmp(&b.id)),
+                "id" => out.sort_by_key(|a| a.id),
                 other => bail!("--sort-by {other}: use timestamp, name or id"),
             }
         }

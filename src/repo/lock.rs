@@ -189,11 +189,11 @@ fn start_refresh(backend: Arc<dyn Backend>, name: String, exclusive: bool) -> Lo
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY)
         {
             // New file first, then remove the old one: never a moment unlocked.
-            if let Ok(fresh) = write_lock(b.as_ref(), exclusive) {
-                if let Ok(mut cur) = n.lock() {
-                    let _ = b.delete(FileKind::Lock, &cur);
-                    *cur = fresh;
-                }
+            if let Ok(fresh) = write_lock(b.as_ref(), exclusive)
+                && let Ok(mut cur) = n.lock()
+            {
+                let _ = b.delete(FileKind::Lock, &cur);
+                *cur = fresh;
             }
         }
     });

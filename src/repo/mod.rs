@@ -115,15 +115,16 @@ impl Repository {
         let config = RepoConfig::parse(&config_bytes, &location)?;
         let sec_path = opts.dirs.security_file(&config.id);
         let known = SecurityRecord::load(&sec_path);
-        if let Some(k) = &known {
-            if k.mode.has_key() && k.mode != config.encryption {
-                return Err(Error::Downgrade {
-                    repo: location,
-                    claimed: config.encryption.name().into(),
-                    known: k.mode.name().into(),
-                    cache: sec_path,
-                });
-            }
+        if let Some(k) = &known
+            && k.mode.has_key()
+            && k.mode != config.encryption
+        {
+            return Err(Error::Downgrade {
+                repo: location,
+                claimed: config.encryption.name().into(),
+                known: k.mode.name().into(),
+                cache: sec_path,
+            });
         }
         let keys = load_keys(backend.as_ref(), &config, opts)?;
         let sealer = Arc::new(Sealer::new(keys)?);
@@ -266,10 +267,10 @@ impl Repository {
         };
         record.store(&self.dirs.security_file(&self.config.id))?;
         for f in self.backend.list(FileKind::Manifest)? {
-            if let Some(g) = manifest::parse_file_name(&f.name) {
-                if g + (manifest::MANIFEST_KEEP as u64) < generation {
-                    self.backend.delete(FileKind::Manifest, &f.name)?;
-                }
+            if let Some(g) = manifest::parse_file_name(&f.name)
+                && g + (manifest::MANIFEST_KEEP as u64) < generation
+            {
+                self.backend.delete(FileKind::Manifest, &f.name)?;
             }
         }
         Ok(())

@@ -139,7 +139,7 @@ pub fn make_tree(root: &Path) {
     drop(f);
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -147,7 +147,7 @@ pub fn make_tree(root: &Path) {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("null-dev"),
+        root.join("null-dev"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -162,7 +162,7 @@ pub fn make_tree(root: &Path) {
     w("owned", b"owned by someone else\n");
     rustix::fs::chownat(
         rustix::fs::CWD,
-        &root.join("owned"),
+        root.join("owned"),
         Some(rustix::fs::Uid::from_raw(1234)),
         Some(rustix::fs::Gid::from_raw(5678)),
         rustix::fs::AtFlags::empty(),
