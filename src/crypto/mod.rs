@@ -49,7 +49,6 @@ pub enum ObjectType {
     PackHeader = 4,
     Index = 5,
     Manifest = 6,
-    LockInfo = 7,
 }
 
 impl ObjectType {
@@ -61,7 +60,6 @@ impl ObjectType {
             4 => Self::PackHeader,
             5 => Self::Index,
             6 => Self::Manifest,
-            7 => Self::LockInfo,
             _ => return None,
         })
     }

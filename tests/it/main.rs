@@ -5,4 +5,5 @@ mod errors;
 mod malicious;
 mod modes;
 mod roundtrip;
+mod spec;
 mod util;
