@@ -11,6 +11,7 @@ pub mod compress;
 pub mod crypto;
 pub mod error;
 pub mod id;
+pub mod ops;
 pub mod repo;
 
 pub use error::{Error, Result};

@@ -1,7 +1,9 @@
 //! The command line: parses, calls a layer, prints. Exit codes: 0 ok,
 //! 1 warnings, 2 error.
 
+mod cmd_check;
 mod cmd_create;
+mod cmd_delete;
 mod cmd_extract;
 mod cmd_info;
 mod cmd_init;
@@ -51,6 +53,12 @@ pub enum Command {
     List(cmd_list::ListArgs),
     /// Show statistics of a repository or archive.
     Info(cmd_info::InfoArgs),
+    /// Verify a repository's structure, and with --verify-data every byte.
+    Check(cmd_check::CheckArgs),
+    /// Delete archives (their space is freed by `compact`).
+    Delete(cmd_delete::DeleteArgs),
+    /// Rename an archive.
+    Rename(cmd_delete::RenameArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
     BreakLock(cmd_init::BreakLockArgs),
     /// A guided tour: back up a sample tree, list, restore, verify, show stats.
@@ -73,6 +81,9 @@ pub fn run() -> i32 {
         Command::Extract(a) => cmd_extract::run(a, cli.lock_wait),
         Command::List(a) => cmd_list::run(a, cli.lock_wait),
         Command::Info(a) => cmd_info::run(a, cli.lock_wait),
+        Command::Check(a) => cmd_check::run(a, cli.lock_wait),
+        Command::Delete(a) => cmd_delete::delete(a, cli.lock_wait),
+        Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),
     };

@@ -321,9 +321,14 @@ fn load_manifest(backend: &dyn Backend, sealer: &Sealer) -> Result<Manifest> {
         .iter()
         .filter_map(|f| manifest::parse_file_name(&f.name))
         .max();
-    let Some(generation) = newest else {
-        return Ok(Manifest::empty());
-    };
+    match newest {
+        Some(generation) => read_manifest(backend, sealer, generation),
+        None => Ok(Manifest::empty()),
+    }
+}
+
+/// Reads and authenticates one manifest generation.
+pub fn read_manifest(backend: &dyn Backend, sealer: &Sealer, generation: u64) -> Result<Manifest> {
     let name = manifest::file_name(generation);
     let env = backend.read(FileKind::Manifest, &name)?;
     let payload = sealer.open(

@@ -2,6 +2,7 @@
 
 mod crash;
 mod errors;
+mod lifecycle;
 mod malicious;
 mod modes;
 mod roundtrip;

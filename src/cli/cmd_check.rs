@@ -1,0 +1,93 @@
+//! `strata check`.
+
+use super::common::{self, Location, size};
+use anyhow::Result;
+use clap::Args;
+use std::sync::Mutex;
+use std::time::Instant;
+use strata::ops::check::{CheckOptions, check};
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Also read every pack: verify its hash, its header, and authenticate,
+    /// decompress and re-hash every blob.
+    #[arg(long)]
+    pub verify_data: bool,
+    /// Show a live progress line.
+    #[arg(short, long)]
+    pub progress: bool,
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Repository path.
+    pub repository: String,
+}
+
+pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
+    let loc = Location::parse(&a.repository)?;
+    let repo = common::open(&loc, false, lock_wait, true)?;
+    let started = Instant::now();
+    let last = Mutex::new(Instant::now());
+    let show = a.progress;
+    let progress = move |what: &str, done: u64, total: u64| {
+        if !show {
+            return;
+        }
+        if let Ok(mut l) = last.lock() {
+            if l.elapsed().as_millis() >= 200 || done == total {
+                *l = Instant::now();
+                eprint!("\r\x1b[K{what}: {done}/{total}");
+            }
+        }
+    };
+    let report = check(
+        &repo,
+        &CheckOptions {
+            verify_data: a.verify_data,
+            threads: common::threads(),
+        },
+        &progress,
+    )?;
+    if show {
+        eprintln!();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        let v = serde_json::json!({
+            "ok": report.ok(), "errors": report.errors, "notes": report.notes,
+            "packs": report.packs, "blobs": report.blobs, "archives": report.archives,
+            "items": report.items, "bytes_verified": report.bytes_verified, "seconds": secs,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for e in &report.errors {
+            eprintln!("strata: error: {e}");
+        }
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+        let verified = if a.verify_data {
+            format!(", {} read and verified", size(report.bytes_verified))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "{}: {} archives, {} items, {} blobs in {} packs{verified}, {:.1} s",
+            if report.ok() {
+                "Repository is consistent"
+            } else {
+                "Repository has ERRORS"
+            },
+            report.archives,
+            report.items,
+            report.blobs,
+            report.packs,
+            secs
+        );
+    }
+    Ok(if report.ok() {
+        super::EXIT_OK
+    } else {
+        super::EXIT_ERROR
+    })
+}

@@ -1,0 +1,54 @@
+//! `delete` and `rename`: new manifest generations; the data stays until
+//! `compact` reclaims blobs no archive uses.
+
+use crate::archive::item::ITEMS_COMPRESSION;
+use crate::archive::{Archive, validate_name};
+use crate::crypto::ObjectType;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+
+/// Removes the named archives; returns how many were removed.
+pub fn delete(repo: &mut Repository, names: &[String], dry_run: bool) -> Result<usize> {
+    for n in names {
+        if repo.manifest().find(n).is_none() {
+            return Err(Error::ArchiveNotFound(n.clone()));
+        }
+    }
+    let keep: Vec<_> = repo
+        .manifest()
+        .archives
+        .iter()
+        .filter(|a| !names.contains(&a.name))
+        .cloned()
+        .collect();
+    let removed = repo.manifest().archives.len() - keep.len();
+    if !dry_run && removed > 0 {
+        repo.write_manifest(keep)?;
+    }
+    Ok(removed)
+}
+
+/// Renames an archive: the archive object names itself, so a new archive
+/// object is written (its items are shared) and the manifest points to it.
+pub fn rename(repo: &mut Repository, from: &str, to: &str) -> Result<()> {
+    validate_name(to)?;
+    if repo.manifest().find(to).is_some() {
+        return Err(Error::ArchiveExists(to.into()));
+    }
+    let mut archive = Archive::find(repo, from)?;
+    archive.name = to.into();
+    let data = archive.encode()?;
+    let id = repo.sealer().blob_id(&data);
+    if !repo.index().contains(&id) {
+        let w = repo.writer(1);
+        w.add(ObjectType::Archive, id, data, ITEMS_COMPRESSION)?;
+        let summary = w.finish()?;
+        repo.absorb(&summary);
+    }
+    let mut archives = repo.manifest().archives.clone();
+    for a in archives.iter_mut().filter(|a| a.name == from) {
+        a.name = to.into();
+        a.id = id;
+    }
+    repo.write_manifest(archives)
+}

@@ -1,0 +1,5 @@
+//! Repository operations beyond create/extract: check, delete, rename,
+//! prune, compact.
+
+pub mod check;
+pub mod delete;
