@@ -33,11 +33,11 @@ pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
         if !show {
             return;
         }
-        if let Ok(mut l) = last.lock() {
-            if l.elapsed().as_millis() >= 200 || done == total {
-                *l = Instant::now();
-                eprint!("\r\x1b[K{what}: {done}/{total}");
-            }
+        if let Ok(mut l) = last.lock()
+            && (l.elapsed().as_millis() >= 200 || done == total)
+        {
+            *l = Instant::now();
+            eprint!("\r\x1b[K{what}: {done}/{total}");
         }
     };
     let report = check(

@@ -278,13 +278,13 @@ fn verify_pack(
         .map(|v| v.iter().copied().collect())
         .unwrap_or_default();
     for e in &header {
-        if let Some(loc) = indexed.get(&e.id) {
-            if loc.offset != e.offset || loc.length != e.length || loc.ty != e.ty {
-                problems.push(format!(
-                    "pack {name}: blob {} is at another place than the index says",
-                    e.id.short()
-                ));
-            }
+        if let Some(loc) = indexed.get(&e.id)
+            && (loc.offset != e.offset || loc.length != e.length || loc.ty != e.ty)
+        {
+            problems.push(format!(
+                "pack {name}: blob {} is at another place than the index says",
+                e.id.short()
+            ));
         }
         let start = e.offset as usize;
         let Some(env) = data.get(start..start + e.length as usize) else {
