@@ -8,6 +8,7 @@ mod cmd_extract;
 mod cmd_info;
 mod cmd_init;
 mod cmd_list;
+mod cmd_prune;
 pub mod common;
 mod demo;
 mod filters;
@@ -57,6 +58,8 @@ pub enum Command {
     Check(cmd_check::CheckArgs),
     /// Delete archives (their space is freed by `compact`).
     Delete(cmd_delete::DeleteArgs),
+    /// Delete archives not kept by the retention rules (then `compact`).
+    Prune(cmd_prune::PruneArgs),
     /// Rename an archive.
     Rename(cmd_delete::RenameArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
@@ -83,6 +86,7 @@ pub fn run() -> i32 {
         Command::Info(a) => cmd_info::run(a, cli.lock_wait),
         Command::Check(a) => cmd_check::run(a, cli.lock_wait),
         Command::Delete(a) => cmd_delete::delete(a, cli.lock_wait),
+        Command::Prune(a) => cmd_prune::run(a, cli.lock_wait),
         Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),

@@ -175,3 +175,46 @@ fn copy_dir(from: &Path, to: &Path) {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn prune_keeps_by_rule_within_one_series() {
+    let env = Env::new();
+    env.init(&[]);
+    let src = env.path("repo/config");
+    for n in ["web-1", "db-1", "web-2", "web-3"] {
+        env.ok(&[
+            "create",
+            &format!("{}::{n}", env.repo()),
+            src.to_str().unwrap(),
+        ]);
+    }
+    let dry = env.ok(&[
+        "prune",
+        "--dry-run",
+        "-a",
+        "web-*",
+        "--keep-last",
+        "1",
+        &env.repo(),
+    ]);
+    assert!(
+        dry.contains("Keeping archive (rule: secondly #1)") && dry.contains("web-3"),
+        "{dry}"
+    );
+    assert_eq!(dry.matches("Would prune").count(), 2, "{dry}");
+    assert_eq!(
+        env.ok(&["list", "--short", &env.repo()]),
+        "web-1\ndb-1\nweb-2\nweb-3\n"
+    );
+    env.ok(&["prune", "-a", "web-*", "--keep-last", "1", &env.repo()]);
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "db-1\nweb-3\n");
+    env.ok(&["prune", "--keep-within", "1H", &env.repo()]);
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "db-1\nweb-3\n");
+    let out = env.run(&["prune", &env.repo()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "prune without rules must refuse"
+    );
+    env.ok(&["check", &env.repo()]);
+}
