@@ -121,10 +121,12 @@ fn split(
             }
         }
     }
-    if let Some(oldest) = newest_first.last() {
-        if n > 0 && count < n && !kept.contains_key(&oldest.index) {
-            kept.insert(oldest.index, format!("{rule}[oldest] #{}", count + 1));
-        }
+    if let Some(oldest) = newest_first.last()
+        && n > 0
+        && count < n
+        && !kept.contains_key(&oldest.index)
+    {
+        kept.insert(oldest.index, format!("{rule}[oldest] #{}", count + 1));
     }
 }
 
