@@ -13,6 +13,8 @@ pub const COMPRESSION_ZLIB: u8 = 4;
 /// Largest decompressed object accepted: a hostile object cannot make us
 /// allocate more than this.
 pub const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
+/// An xz stream may not ask for a larger dictionary than this (xz -9 uses 64 MiB).
+pub const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
 /// `auto` stores data uncompressed unless lz4 saves at least 3%.
 const AUTO_RATIO: f64 = 0.97;
 
@@ -161,7 +163,12 @@ pub fn decompress(mut payload: Vec<u8>) -> Result<Vec<u8>> {
         COMPRESSION_ZSTD => {
             read_limited(zstd::stream::read::Decoder::new(&payload[1..]).ok(), "zstd")
         }
-        COMPRESSION_XZ => read_limited(Some(liblzma::read::XzDecoder::new(&payload[1..])), "xz"),
+        COMPRESSION_XZ => read_limited(
+            liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
+                .ok()
+                .map(|s| liblzma::read::XzDecoder::new_stream(&payload[1..], s)),
+            "xz",
+        ),
         COMPRESSION_ZLIB => {
             read_limited(Some(flate2::read::ZlibDecoder::new(&payload[1..])), "zlib")
         }

@@ -51,6 +51,15 @@ pub enum Error {
         cache: PathBuf,
     },
     #[error(
+        "the repository at {location} is not the one this client used there before (id {known}, now {found}): it was replaced or tampered with. If you re-created it yourself, delete {record}"
+    )]
+    Replaced {
+        location: String,
+        known: String,
+        found: String,
+        record: PathBuf,
+    },
+    #[error(
         "repository {repo} is locked by {holder}: wait for it to finish, use --lock-wait SECONDS, or remove a stale lock with `strata break-lock`"
     )]
     Locked { repo: String, holder: String },

@@ -25,6 +25,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+/// A file changed less than this before we read it is not put in the files
+/// cache (timestamps on ext4/xfs/btrfs advance in ticks of a few ms).
+pub const RACY_MARGIN_NS: i64 = 100_000_000;
+/// The same for file systems with whole-second timestamps (FAT: 2 s).
+pub const RACY_MARGIN_COARSE_NS: i64 = 2_000_000_000;
 pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 pub struct CreateOptions {
@@ -71,7 +76,7 @@ pub struct CreateResult {
     pub seconds: f64,
 }
 
-struct Walk<'a> {
+struct Walk<'a, 'o> {
     opts: &'a CreateOptions,
     dedup: Dedup<'a>,
     chunker: Chunker,
@@ -84,8 +89,7 @@ struct Walk<'a> {
     stats: ArchiveStats,
     progress: Progress,
     warnings: u64,
-    newest_cmtime: i64,
-    obs: &'a mut dyn Observer,
+    obs: &'o mut dyn Observer,
 }
 
 pub fn create(
@@ -101,7 +105,7 @@ pub fn create(
     let time_start = chrono::Utc::now();
     let writer = repo.writer(opts.threads);
     let cache_dir = repo.dirs().repo_cache(&repo.config().id);
-    let (archive, refs, seen, cache, warnings) = {
+    let (archive, refs, seen, cache, warnings, obs) = {
         let mut w = Walk {
             opts,
             dedup: Dedup {
@@ -120,7 +124,6 @@ pub fn create(
             stats: ArchiveStats::default(),
             progress: Progress::default(),
             warnings: 0,
-            newest_cmtime: i64::MIN,
             obs,
         };
         for path in &opts.paths {
@@ -135,13 +138,12 @@ pub fn create(
             items,
             refs,
             seen,
-            mut cache,
+            cache,
             warnings,
             stats,
-            newest_cmtime,
+            obs,
             ..
         } = w;
-        cache.forget_racy(newest_cmtime);
         let mut dedup = dedup;
         let (item_ids, _) = items
             .finish(&mut |data| Ok(dedup.store(ObjectType::Items, data, ITEMS_COMPRESSION)?.0))?;
@@ -157,11 +159,15 @@ pub fn create(
             items: item_ids,
             stats,
         };
-        (archive, refs, seen, cache, warnings)
+        (archive, refs, seen, cache, warnings, obs)
     };
-    finish(
+    let (result, late) = finish(
         repo, writer, archive, refs, started, warnings, opts, seen, cache,
-    )
+    )?;
+    for w in &late {
+        obs.warning(w);
+    }
+    Ok(result)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -171,11 +177,12 @@ fn finish(
     mut archive: Archive,
     refs: HashMap<BlobId, u64>,
     started: std::time::Instant,
-    warnings: u64,
+    warning_count: u64,
     opts: &CreateOptions,
     seen: HashSet<[u8; 16]>,
     cache: FilesCache,
-) -> Result<CreateResult> {
+) -> Result<(CreateResult, Vec<String>)> {
+    let mut warnings = Vec::new();
     let data_summary = writer.finish()?;
     repo.absorb(&data_summary);
     archive.stats.unique_chunks = refs.len() as u64;
@@ -194,7 +201,7 @@ fn finish(
     // The archive object goes in its own small pack, after the data it
     // names: data, then index, then manifest.
     let encoded = archive.encode()?;
-    let id = repo.sealer().blob_id(&encoded);
+    let id = repo.sealer().blob_id(ObjectType::Archive, &encoded);
     if !opts.dry_run {
         let w = repo.writer(1);
         w.add(ObjectType::Archive, id, encoded, ITEMS_COMPRESSION)?;
@@ -209,15 +216,24 @@ fn finish(
             username: archive.username.clone(),
             stats: archive.stats,
         });
-        repo.write_manifest(archives)?;
-        cache.save(&seen)?;
+        warnings.extend(repo.write_manifest(archives)?);
+        if let Err(e) = cache.save(&seen) {
+            warnings.push(format!(
+                "could not save the files cache (the next backup reads every file): {e}"
+            ));
+        }
     }
-    Ok(CreateResult {
+    let result = CreateResult {
         archive,
         id,
-        warnings,
+        warnings: warning_count + warnings.len() as u64,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((result, warnings))
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 fn current_user() -> String {
@@ -240,7 +256,7 @@ pub fn archive_path(path: &Path) -> Vec<u8> {
     out
 }
 
-impl Walk<'_> {
+impl Walk<'_, '_> {
     fn warn(&mut self, status: char, path: &Path, msg: String) {
         self.warnings += 1;
         self.obs.entry(status, &path.display().to_string());
@@ -374,25 +390,37 @@ impl Walk<'_> {
     /// Fills a file item's chunks. Returns its `--list` status, or None when
     /// the file was skipped with a warning.
     fn file(&mut self, path: &Path, meta: &Metadata, item: &mut Item) -> Result<Option<char>> {
+        let inode = (meta.dev(), meta.ino());
         if meta.nlink() > 1 {
-            let key = (meta.dev(), meta.ino());
-            if let Some(first) = self.hardlinks.get(&key) {
+            if let Some(first) = self.hardlinks.get(&inode) {
                 item.link = Some(first.clone());
                 item.xattrs.clear(); // they belong to the inode, restored with the first name
                 return Ok(Some('h'));
             }
-            self.hardlinks.insert(key, item.path.clone());
         }
-        let key = FilesCache::key_of(&item.path);
-        self.seen.insert(key);
-        self.newest_cmtime = self.newest_cmtime.max(item.mtime).max(item.ctime);
+        let status = self.file_content(path, meta, item)?;
+        // Only a name whose data is in the archive may be a link target.
+        if status.is_some() && meta.nlink() > 1 {
+            self.hardlinks.insert(inode, item.path.clone());
+        }
+        Ok(status)
+    }
+
+    fn file_content(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        item: &mut Item,
+    ) -> Result<Option<char>> {
+        self.seen.insert(FilesCache::key_of(&item.path));
+        let index = self.dedup.repo.index();
         let known = match self.cache.lookup(
             &item.path,
             meta.ino(),
             meta.len(),
             item.mtime,
             item.ctime,
-            self.dedup.repo.index(),
+            index,
         ) {
             Lookup::Unchanged(chunks) => {
                 for c in &chunks {
@@ -404,6 +432,7 @@ impl Walk<'_> {
             Lookup::Changed => true,
             Lookup::Unknown => false,
         };
+        let read_at = now_ns();
         let file = match open_nofollow(path) {
             Ok(f) => f,
             Err(e) => {
@@ -411,36 +440,51 @@ impl Walk<'_> {
                 return Ok(None);
             }
         };
-        let chunks = match self.read_chunks(file, path)? {
-            Some(c) => c,
-            None => return Ok(None),
+        let Some(chunks) = self.read_chunks(&file, path)? else {
+            return Ok(None);
         };
         item.size = chunks.iter().map(|c| c.1 as u64).sum();
         item.chunks = chunks;
-        self.after_read(path, meta, item);
+        self.after_read(path, &file, meta, item, read_at);
         Ok(Some(if known { 'M' } else { 'A' }))
     }
 
-    /// Checks the file did not change while read, and remembers it in the
-    /// files cache unless its timestamps are too recent to trust.
-    fn after_read(&mut self, path: &Path, before: &Metadata, item: &Item) {
-        let after = match std::fs::symlink_metadata(path) {
+    /// Checks (on the open file) that it did not change while read, and
+    /// remembers it in the files cache unless its timestamps are too close
+    /// to the moment we read it: a change within the same clock tick after
+    /// our read would leave them unchanged (git's "racy" rule).
+    fn after_read(
+        &mut self,
+        path: &Path,
+        file: &File,
+        before: &Metadata,
+        item: &Item,
+        read_at: i64,
+    ) {
+        let after = match file.metadata() {
             Ok(m) => m,
-            Err(_) => {
-                self.warn('E', path, "file vanished while being read".into());
+            Err(e) => {
+                self.warn('E', path, format!("stat after reading: {e}"));
                 return;
             }
         };
-        let changed = after.len() != before.len()
-            || after.mtime() != before.mtime()
-            || after.mtime_nsec() != before.mtime_nsec()
-            || after.ctime_nsec() != before.ctime_nsec()
-            || after.len() != item.size;
-        if changed {
+        let same = after.ino() == before.ino()
+            && after.len() == before.len()
+            && after.len() == item.size
+            && (after.mtime(), after.mtime_nsec()) == (before.mtime(), before.mtime_nsec())
+            && (after.ctime(), after.ctime_nsec()) == (before.ctime(), before.ctime_nsec());
+        if !same {
             self.warn('C', path, "file changed while we backed it up".into());
             return;
         }
-        if !self.opts.dry_run {
+        let coarse = after.mtime_nsec() == 0 && after.ctime_nsec() == 0;
+        let margin = if coarse {
+            RACY_MARGIN_COARSE_NS
+        } else {
+            RACY_MARGIN_NS
+        };
+        let racy = read_at.saturating_sub(item.mtime.max(item.ctime)) < margin;
+        if !racy && !self.opts.dry_run {
             let entry = Entry {
                 inode: before.ino(),
                 size: item.size,

@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +75,8 @@ struct Shared<'a> {
     sparse: bool,
     dry_run: bool,
     numeric_ids: bool,
+    /// Set by a worker that hit a full disk: extraction stops.
+    abort: std::sync::atomic::AtomicBool,
     bytes: AtomicU64,
     problems: Mutex<Vec<(bool, String)>>,
 }
@@ -100,6 +103,7 @@ pub fn extract(
         sparse: opts.sparse,
         dry_run: opts.dry_run,
         numeric_ids: opts.numeric_ids,
+        abort: std::sync::atomic::AtomicBool::new(false),
         bytes: AtomicU64::new(0),
         problems: Mutex::new(Vec::new()),
     };
@@ -125,6 +129,12 @@ pub fn extract(
         drop(tx); // workers finish their queue, then the scope joins them
         Ok((result, dirs))
     })?;
+    if shared.abort.load(Ordering::Relaxed) {
+        return Err(Error::DiskFull(format!(
+            "restoring into {}",
+            opts.dest.display()
+        )));
+    }
     // Directory metadata last: creating children changed their times.
     if !opts.dry_run {
         let root = open_root(&opts.dest)?;
@@ -282,13 +292,20 @@ impl<'a, 's> Extractor<'a, 's> {
             }
             return Ok(());
         }
-        if let Err(e) = self.create(&parts, item, obs) {
-            match e {
-                Error::Io { .. } | Error::DiskFull(_) if is_disk_full(&e) => return Err(e),
-                other => self.warn(other.to_string(), obs),
+        match self.create(&parts, item, obs) {
+            Ok(()) => {
+                self.extracted.insert(target_path);
+            }
+            Err(e @ Error::DiskFull(_)) => return Err(e),
+            Err(other) => {
+                // A later hard link must not point at whatever is there now.
+                self.link_targets.retain(|_, to| *to != target_path);
+                self.warn(other.to_string(), obs);
             }
         }
-        self.extracted.insert(target_path);
+        if self.shared.abort.load(Ordering::Relaxed) {
+            return Err(Error::DiskFull("writing restored files".into()));
+        }
         Ok(())
     }
 
@@ -467,10 +484,6 @@ impl<'a, 's> Extractor<'a, 's> {
     }
 }
 
-fn is_disk_full(e: &Error) -> bool {
-    matches!(e, Error::DiskFull(_))
-}
-
 fn io_err(parts: &[Vec<u8>], e: Errno) -> Error {
     Error::io(
         String::from_utf8_lossy(&parts.join(&b'/')).into_owned(),
@@ -514,6 +527,17 @@ fn timestamps(item: &Item) -> Timestamps {
     }
 }
 
+/// The mode to set: without setuid/setgid when the owner could not be set
+/// (a non-root restore would otherwise make set-id files of the restorer).
+fn safe_mode(item: &Item, owned: bool, problems: &mut Vec<String>) -> u32 {
+    let mode = item.mode & 0o7777;
+    if owned || mode & 0o6000 == 0 {
+        return mode;
+    }
+    problems.push("setuid/setgid bits dropped: the owner could not be restored".into());
+    mode & !0o6000
+}
+
 /// Owner, mode, xattrs and times through an open descriptor (files, dirs).
 fn apply_fd_meta(
     fd: BorrowedFd,
@@ -524,19 +548,24 @@ fn apply_fd_meta(
     let (uid, gid) = owner(item, names, numeric);
     let mut problems = Vec::new();
     // chown first: it clears setuid/setgid bits that chmod then sets.
-    if let Err(e) = rustix::fs::fchown(
+    let owned = rustix::fs::fchown(
         fd,
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
-    ) && e != Errno::PERM
+    );
+    if let Err(e) = owned
+        && e != Errno::PERM
     {
         problems.push(format!("chown: {e}"));
     }
-    if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode & 0o7777)) {
+    if let Err(e) = rustix::fs::fchmod(
+        fd,
+        Mode::from_raw_mode(safe_mode(item, owned.is_ok(), &mut problems)),
+    ) {
         problems.push(format!("chmod: {e}"));
     }
     for (k, v) in &item.xattrs {
-        let name = std::ffi::OsStr::new(std::str::from_utf8(k).unwrap_or(""));
+        let name = std::ffi::OsStr::from_bytes(k);
         if let Err(e) =
             rustix::fs::fsetxattr(fd, name, v.as_slice(), rustix::fs::XattrFlags::empty())
         {
@@ -553,6 +582,31 @@ fn apply_fd_meta(
     }
 }
 
+/// chmod of a FIFO or device node without following a symlink that may
+/// have replaced it: pin the inode with O_PATH|O_NOFOLLOW, check its type,
+/// then chmod through /proc/self/fd (which names exactly that inode).
+fn chmod_node(parent: &OwnedFd, name: &[u8], mode: u32) -> std::io::Result<()> {
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    let ft = FileType::from_raw_mode(st.st_mode);
+    if !matches!(
+        ft,
+        FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice
+    ) {
+        return Err(std::io::Error::other(
+            "replaced by another kind of file meanwhile",
+        ));
+    }
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    rustix::fs::chmod(proc_path.as_str(), Mode::from_raw_mode(mode))?;
+    Ok(())
+}
+
 /// Metadata of entries that cannot be opened (symlinks, devices, FIFOs).
 fn apply_at_meta(
     parent: &OwnedFd,
@@ -565,25 +619,21 @@ fn apply_at_meta(
     let (uid, gid) = owner(item, names, numeric);
     let mut problems = Vec::new();
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    if let Err(e) = rustix::fs::chownat(
+    let owned = rustix::fs::chownat(
         parent,
         name,
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
         nofollow,
-    ) && e != Errno::PERM
+    );
+    if let Err(e) = owned
+        && e != Errno::PERM
     {
         problems.push(format!("chown: {e}"));
     }
     if chmod {
-        // The node was just created by us under a directory opened without
-        // following links, so following here cannot leave the target.
-        if let Err(e) = rustix::fs::chmodat(
-            parent,
-            name,
-            Mode::from_raw_mode(item.mode & 0o7777),
-            AtFlags::empty(),
-        ) {
+        let mode = safe_mode(item, owned.is_ok(), &mut problems);
+        if let Err(e) = chmod_node(parent, name, mode) {
             problems.push(format!("chmod: {e}"));
         }
     }
@@ -599,7 +649,13 @@ fn apply_at_meta(
 
 fn write_file(shared: &Shared, job: FileJob) {
     let FileJob { mut file, item } = job;
+    if shared.abort.load(Ordering::Relaxed) {
+        return;
+    }
     if let Err(e) = write_content(shared, &mut file, &item.chunks, item.size) {
+        if matches!(e, Error::DiskFull(_)) {
+            shared.abort.store(true, Ordering::Relaxed);
+        }
         shared.problem(true, format!("{}: {e}", item.path_lossy()));
         return;
     }

@@ -88,14 +88,6 @@ impl FilesCache {
         self.entries.insert(key(path), entry);
     }
 
-    /// Drops entries whose timestamps are as new as the newest seen in this
-    /// run (borg's rule): a file changed again within the same clock tick
-    /// after we read it would otherwise look unchanged next time.
-    pub fn forget_racy(&mut self, newest_cmtime: i64) {
-        self.entries
-            .retain(|_, e| e.mtime.max(e.ctime) < newest_cmtime);
-    }
-
     /// Ages entries not seen in this run and writes the cache.
     pub fn save(mut self, seen: &std::collections::HashSet<[u8; 16]>) -> Result<()> {
         self.entries.retain(|k, e| {

@@ -192,7 +192,7 @@ impl Dedup<'_> {
         data: Vec<u8>,
         compression: Compression,
     ) -> Result<(BlobId, bool)> {
-        let id = self.repo.sealer().blob_id(&data);
+        let id = self.repo.sealer().blob_id(ty, &data);
         if self.repo.index().contains(&id) || self.pending.contains_key(&id) {
             return Ok((id, false));
         }

@@ -40,6 +40,9 @@ impl<B: Backend> Backend for CrashAtWrite<B> {
     fn location(&self) -> &str {
         self.inner.location()
     }
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
     fn create(&self) -> Result<()> {
         self.inner.create()
     }

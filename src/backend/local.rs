@@ -74,6 +74,12 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `data` to `path` crash-safely: temporary file, fsync, rename
 /// without replacing, fsync of the directory.
 pub fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
+    write_file(path, data, false)
+}
+
+/// `write_durable`; `same_ok` accepts an existing file with identical bytes
+/// (a retried upload of a content-addressed file).
+fn write_file(path: &Path, data: &[u8], same_ok: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut rnd = [0u8; 8];
     crate::crypto::random_bytes(&mut rnd)?;
@@ -91,7 +97,7 @@ pub fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
         f.write_all(data)
             .ctx(|| format!("writing {}", path.display()))?;
         f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
-        rename_noreplace(&tmp, path)?;
+        rename_noreplace(&tmp, path, same_ok)?;
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -100,15 +106,15 @@ pub fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
     result
 }
 
-fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+fn rename_noreplace(from: &Path, to: &Path, same_ok: bool) -> Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::EXIST) => identical_or_exists(from, to),
+        Err(rustix::io::Errno::EXIST) => identical_or_exists(from, to, same_ok),
         // File systems without RENAME_NOREPLACE (some FUSE/vfat): check, then rename.
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
             if to.exists() {
-                return identical_or_exists(from, to);
+                return identical_or_exists(from, to, same_ok);
             }
             fs::rename(from, to).ctx(|| format!("renaming to {}", to.display()))
         }
@@ -118,11 +124,12 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
 
 /// A content-addressed file rewritten with the same bytes is fine (a retried
 /// upload); anything else would be an overwrite, which the format forbids.
-fn identical_or_exists(from: &Path, to: &Path) -> Result<()> {
-    let same = match (fs::read(from), fs::read(to)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
+fn identical_or_exists(from: &Path, to: &Path, same_ok: bool) -> Result<()> {
+    let same = same_ok
+        && match (fs::read(from), fs::read(to)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
     let _ = fs::remove_file(from);
     if same {
         Ok(())
@@ -137,6 +144,11 @@ fn identical_or_exists(from: &Path, to: &Path) -> Result<()> {
 impl Backend for LocalBackend {
     fn location(&self) -> &str {
         &self.display
+    }
+
+    fn identity(&self) -> String {
+        let abs = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("file://{}", abs.display())
     }
 
     fn create(&self) -> Result<()> {
@@ -200,6 +212,12 @@ impl Backend for LocalBackend {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
         let f = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        if len > super::MAX_READ_RANGE {
+            return Err(Error::corrupt(format!(
+                "a read of {len} bytes from {} was requested",
+                path.display()
+            )));
+        }
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, offset)
             .ctx(|| format!("reading {} bytes at {offset} of {}", len, path.display()))?;
@@ -207,7 +225,8 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        write_durable(&self.path(kind, name)?, data)
+        let content_addressed = matches!(kind, FileKind::Pack | FileKind::Index);
+        write_file(&self.path(kind, name)?, data, content_addressed)
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {

@@ -15,6 +15,10 @@ pub mod local;
 
 use crate::error::Result;
 
+/// Largest range a reader asks for: a blob is at most the chunker maximum
+/// (16 MiB) plus envelope; a hostile index cannot make us allocate more.
+pub const MAX_READ_RANGE: u32 = 64 * 1024 * 1024;
+
 /// The kinds of files in a repository, each in its own directory.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -55,6 +59,11 @@ pub struct Space {
 pub trait Backend: Send + Sync {
     /// Human-readable location, for messages.
     fn location(&self) -> &str;
+    /// A stable name of the location (an absolute path, a URL), under which
+    /// the client remembers which repository it found there.
+    fn identity(&self) -> String {
+        self.location().to_string()
+    }
     /// Creates the empty layout. Fails if the location holds files.
     fn create(&self) -> Result<()>;
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;

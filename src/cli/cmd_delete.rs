@@ -45,7 +45,7 @@ pub fn delete(a: DeleteArgs, lock_wait: u64) -> Result<i32> {
     }
     names.sort();
     names.dedup();
-    let n = strata::ops::delete::delete(&mut repo, &names, a.dry_run)?;
+    let (n, warnings) = strata::ops::delete::delete(&mut repo, &names, a.dry_run)?;
     if a.list || a.dry_run {
         for name in &names {
             println!(
@@ -62,7 +62,7 @@ pub fn delete(a: DeleteArgs, lock_wait: u64) -> Result<i32> {
         "{} {n} archive(s); run `strata compact` to free their space",
         if a.dry_run { "Would delete" } else { "Deleted" }
     );
-    Ok(super::EXIT_OK)
+    Ok(super::warn_all(&warnings))
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +77,6 @@ pub fn rename(a: RenameArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.archive)?;
     let from = loc.archive()?.to_string();
     let mut repo = common::open(&loc, true, lock_wait, true)?;
-    strata::ops::delete::rename(&mut repo, &from, &a.new_name)?;
-    Ok(super::EXIT_OK)
+    let warnings = strata::ops::delete::rename(&mut repo, &from, &a.new_name)?;
+    Ok(super::warn_all(&warnings))
 }

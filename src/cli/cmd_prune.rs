@@ -156,6 +156,6 @@ pub fn run(a: PruneArgs, lock_wait: u64) -> Result<i32> {
             }
         }
     }
-    strata::ops::delete::delete(&mut repo, &prune, a.dry_run)?;
-    Ok(super::EXIT_OK)
+    let (_, warnings) = strata::ops::delete::delete(&mut repo, &prune, a.dry_run)?;
+    Ok(super::warn_all(&warnings))
 }

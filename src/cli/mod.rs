@@ -103,6 +103,18 @@ pub fn run() -> i32 {
     }
 }
 
+/// Prints warnings; the exit code they make (0 or 1).
+pub fn warn_all(warnings: &[String]) -> i32 {
+    for w in warnings {
+        eprintln!("strata: warning: {w}");
+    }
+    if warnings.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_WARNING
+    }
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()

@@ -37,6 +37,7 @@ pub const CONTEXT_MAC_KEY: &str = "strata 2026-11-25 object mac key v1";
 pub const CONTEXT_ENC_KEY: &str = "strata 2026-11-25 object encryption key v1";
 pub const CONTEXT_CHUNKER_SEED: &str = "strata 2026-11-25 chunker gear seed v1";
 pub const CONTEXT_SESSION_KEY: &str = "strata 2026-11-25 session subkey v1";
+pub const CONTEXT_META_ID_KEY: &str = "strata 2026-11-25 metadata id key v1";
 
 /// What kind of object is sealed; bound into the associated data so an
 /// object cannot be replayed as another kind.
@@ -186,6 +187,9 @@ pub struct RepoKeys {
     pub mode: Mode,
     pub cipher: Option<Cipher>,
     id_key: Option<[u8; 32]>,
+    /// Keys ids of items and archive blobs, so metadata never shares an id
+    /// with file data (a file identical to an items chunk stays distinct).
+    meta_id_key: [u8; 32],
     mac_key: [u8; 32],
     enc_key: [u8; 32],
     pub chunker_seed: [u8; 32],
@@ -198,6 +202,7 @@ impl RepoKeys {
             mode,
             cipher,
             id_key: Some(blake3::derive_key(CONTEXT_ID_KEY, master)),
+            meta_id_key: blake3::derive_key(CONTEXT_META_ID_KEY, master),
             mac_key: blake3::derive_key(CONTEXT_MAC_KEY, master),
             enc_key: blake3::derive_key(CONTEXT_ENC_KEY, master),
             chunker_seed: blake3::derive_key(CONTEXT_CHUNKER_SEED, master),
@@ -210,14 +215,22 @@ impl RepoKeys {
             mode: Mode::None,
             cipher: None,
             id_key: None,
+            meta_id_key: blake3::derive_key(CONTEXT_META_ID_KEY, &[]),
             mac_key: [0; 32],
             enc_key: [0; 32],
             chunker_seed: public_chunker_seed,
         }
     }
 
-    /// Content id of a blob's plaintext.
-    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+    /// Content id of a blob's plaintext. File data uses the chunk id key
+    /// (plain BLAKE3 in `none` mode); metadata blobs use a key per type.
+    pub fn blob_id(&self, ty: ObjectType, data: &[u8]) -> BlobId {
+        if ty != ObjectType::Data {
+            let mut material = self.meta_id_key.to_vec();
+            material.push(ty as u8);
+            let key = blake3::derive_key(CONTEXT_META_ID_KEY, &material);
+            return BlobId(*blake3::keyed_hash(&key, data).as_bytes());
+        }
         match &self.id_key {
             Some(k) => BlobId(*blake3::keyed_hash(k, data).as_bytes()),
             None => BlobId(*blake3::hash(data).as_bytes()),
@@ -244,9 +257,7 @@ impl SessionCipher {
         }
     }
 
-    fn encrypt(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        // Encryption of an in-memory buffer with a fresh nonce cannot fail
-        // for these ciphers (lengths are far below their limits).
+    fn encrypt(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let tag = match self {
             Self::Aes(c) => c
                 .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
@@ -255,7 +266,7 @@ impl SessionCipher {
                 .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
                 .map(|t| t.into()),
         };
-        tag.unwrap_or([0; TAG_LEN])
+        tag.map_err(|_| Error::invalid("encryption failed (object too large)"))
     }
 
     fn decrypt(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> bool {
@@ -303,8 +314,8 @@ impl Sealer {
         &self.keys
     }
 
-    pub fn blob_id(&self, data: &[u8]) -> BlobId {
-        self.keys.blob_id(data)
+    pub fn blob_id(&self, ty: ObjectType, data: &[u8]) -> BlobId {
+        self.keys.blob_id(ty, data)
     }
 
     /// Seals `payload` (compression byte + data) into an envelope.
@@ -336,16 +347,17 @@ impl Sealer {
         aad: &[u8],
         payload: &[u8],
     ) -> Result<Vec<u8>> {
-        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
-        if counter == u64::MAX {
-            return Err(Error::invalid("session nonce space exhausted; restart"));
-        }
+        // Never wraps: at u64::MAX the session refuses to seal any more.
+        let counter = self
+            .counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1))
+            .map_err(|_| Error::invalid("session nonce space exhausted; restart"))?;
         let mut out = Vec::with_capacity(AEAD_HEADER_LEN + payload.len() + TAG_LEN);
         out.push(c.envelope_byte());
         out.extend_from_slice(&self.session_id);
         out.extend_from_slice(&counter.to_le_bytes());
         out.extend_from_slice(payload);
-        let tag = cipher.encrypt(&nonce(counter), aad, &mut out[AEAD_HEADER_LEN..]);
+        let tag = cipher.encrypt(&nonce(counter), aad, &mut out[AEAD_HEADER_LEN..])?;
         out.extend_from_slice(&tag);
         Ok(out)
     }

@@ -305,7 +305,7 @@ fn verify_pack(
                 "pack {name}: blob {} has the wrong length",
                 e.id.short()
             )),
-            Ok(plain) if repo.sealer().blob_id(&plain) != e.id => problems.push(format!(
+            Ok(plain) if repo.sealer().blob_id(e.ty, &plain) != e.id => problems.push(format!(
                 "pack {name}: blob {} does not hash to its id",
                 e.id.short()
             )),

@@ -7,8 +7,13 @@ use crate::crypto::ObjectType;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
-/// Removes the named archives; returns how many were removed.
-pub fn delete(repo: &mut Repository, names: &[String], dry_run: bool) -> Result<usize> {
+/// Removes the named archives; returns how many were removed and warnings
+/// about housekeeping after the commit.
+pub fn delete(
+    repo: &mut Repository,
+    names: &[String],
+    dry_run: bool,
+) -> Result<(usize, Vec<String>)> {
     for n in names {
         if repo.manifest().find(n).is_none() {
             return Err(Error::ArchiveNotFound(n.clone()));
@@ -22,15 +27,16 @@ pub fn delete(repo: &mut Repository, names: &[String], dry_run: bool) -> Result<
         .cloned()
         .collect();
     let removed = repo.manifest().archives.len() - keep.len();
+    let mut warnings = Vec::new();
     if !dry_run && removed > 0 {
-        repo.write_manifest(keep)?;
+        warnings = repo.write_manifest(keep)?;
     }
-    Ok(removed)
+    Ok((removed, warnings))
 }
 
 /// Renames an archive: the archive object names itself, so a new archive
 /// object is written (its items are shared) and the manifest points to it.
-pub fn rename(repo: &mut Repository, from: &str, to: &str) -> Result<()> {
+pub fn rename(repo: &mut Repository, from: &str, to: &str) -> Result<Vec<String>> {
     validate_name(to)?;
     if repo.manifest().find(to).is_some() {
         return Err(Error::ArchiveExists(to.into()));
@@ -38,7 +44,7 @@ pub fn rename(repo: &mut Repository, from: &str, to: &str) -> Result<()> {
     let mut archive = Archive::find(repo, from)?;
     archive.name = to.into();
     let data = archive.encode()?;
-    let id = repo.sealer().blob_id(&data);
+    let id = repo.sealer().blob_id(ObjectType::Archive, &data);
     if !repo.index().contains(&id) {
         let w = repo.writer(1);
         w.add(ObjectType::Archive, id, data, ITEMS_COMPRESSION)?;

@@ -45,6 +45,14 @@ impl ClientDirs {
         self.repo_cache(repo_id).join("security.json")
     }
 
+    /// The record of which repository was found at a location.
+    pub fn location_file(&self, identity: &str) -> PathBuf {
+        let h = blake3::hash(identity.as_bytes());
+        self.cache
+            .join("locations")
+            .join(format!("{}.json", &h.to_hex()[..32]))
+    }
+
     pub fn key_file(&self, repo_id: &str) -> PathBuf {
         self.keys.join(repo_id)
     }
@@ -67,6 +75,26 @@ impl SecurityRecord {
     pub fn store(&self, path: &Path) -> Result<()> {
         let data = serde_json::to_vec_pretty(self).unwrap_or_default();
         replace_file(path, &data)
+    }
+}
+
+/// Which repository (id, mode) this client found at a location. Without it
+/// a store could swap in an unencrypted repository with a fresh id, which
+/// the per-id security record cannot notice.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LocationRecord {
+    pub location: String,
+    pub id: String,
+    pub mode: Mode,
+}
+
+impl LocationRecord {
+    pub fn load(path: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    pub fn store(&self, path: &Path) -> Result<()> {
+        replace_file(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
     }
 }
 

@@ -81,6 +81,15 @@ impl RepoConfig {
                 c.chunker.algorithm
             )));
         }
+        let mut id = [0u8; 32];
+        if c.id.len() != 64
+            || hex::decode_to_slice(&c.id, &mut id).is_err()
+            || hex::encode(id) != c.id
+        {
+            return Err(Error::corrupt(format!(
+                "config of {location}: repository id is not 64 lower-case hex digits"
+            )));
+        }
         c.chunker.params.validate()?;
         if !(1024 * 1024..=1024 * 1024 * 1024).contains(&c.pack_size) {
             return Err(Error::corrupt(format!(

@@ -42,7 +42,7 @@ impl LockInfo {
         if self.hostname == hostname() && !process_alive(self.pid) {
             return true;
         }
-        now - self.time > STALE_AFTER.as_secs() as i64
+        now.saturating_sub(self.time) > STALE_AFTER.as_secs() as i64
     }
 }
 
@@ -71,6 +71,20 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
+    /// Fails if our lock file is gone (another process judged it stale and
+    /// broke it): a writer must not commit then.
+    pub fn verify(&self) -> Result<()> {
+        let name = self.name.lock().map(|n| n.clone()).unwrap_or_default();
+        if self.backend.exists(FileKind::Lock, &name)? {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "our lock on {} was removed by another process (it judged it stale): nothing was committed, run the command again",
+                self.backend.location()
+            )))
+        }
+    }
+
     pub fn release(mut self) {
         self.stop_refresh();
         self.remove();
@@ -132,11 +146,18 @@ fn conflict(backend: &dyn Backend, ours: &str, exclusive: bool) -> Result<Option
         let info: LockInfo = match backend.read(FileKind::Lock, &f.name) {
             Ok(d) => match serde_json::from_slice(&d) {
                 Ok(i) => i,
-                Err(_) => continue, // unreadable lock: not ours to judge, ignore
+                // Lock files are written atomically, so an unreadable one is
+                // foreign or damaged: respect it (break-lock removes it).
+                Err(_) => LockInfo {
+                    hostname: format!("unknown host (unreadable locks/{})", f.name),
+                    pid: 0,
+                    exclusive: true,
+                    time: now,
+                },
             },
             Err(_) => continue, // removed meanwhile
         };
-        if info.is_stale(now) {
+        if info.pid != 0 && info.is_stale(now) {
             let _ = backend.delete(FileKind::Lock, &f.name);
             continue;
         }

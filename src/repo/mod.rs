@@ -15,7 +15,7 @@ use crate::crypto::keyfile::{KeyFile, KeyPayload};
 use crate::crypto::{Cipher, MASTER_SECRET_LEN, Mode, ObjectType, RepoKeys, Sealer, random_bytes};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use client::{ClientDirs, SecurityRecord};
+use client::{ClientDirs, LocationRecord, SecurityRecord};
 use config::{CONFIG_FILE, RepoConfig};
 use index::Index;
 use lock::LockGuard;
@@ -79,6 +79,12 @@ pub fn init(
         generation: 0,
     };
     record.store(&dirs.security_file(&config.id))?;
+    let here = LocationRecord {
+        location: backend.identity(),
+        id: config.id.clone(),
+        mode: opts.mode,
+    };
+    here.store(&dirs.location_file(&backend.identity()))?;
     Ok(config)
 }
 
@@ -99,7 +105,8 @@ pub struct Repository {
     index: Index,
     manifest: Manifest,
     dirs: ClientDirs,
-    _lock: LockGuard,
+    index_files: Vec<String>,
+    lock: LockGuard,
 }
 
 impl Repository {
@@ -113,6 +120,17 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let config = RepoConfig::parse(&config_bytes, &location)?;
+        let loc_path = opts.dirs.location_file(&backend.identity());
+        if let Some(rec) = LocationRecord::load(&loc_path)
+            && rec.id != config.id
+        {
+            return Err(Error::Replaced {
+                location,
+                known: rec.id,
+                found: config.id,
+                record: loc_path,
+            });
+        }
         let sec_path = opts.dirs.security_file(&config.id);
         let known = SecurityRecord::load(&sec_path);
         if let Some(k) = &known
@@ -145,10 +163,16 @@ impl Repository {
             generation: manifest.generation,
         };
         record.store(&sec_path)?;
-        let index = if opts.load_index {
+        let here = LocationRecord {
+            location: backend.identity(),
+            id: config.id.clone(),
+            mode: config.encryption,
+        };
+        here.store(&loc_path)?;
+        let (index, index_files) = if opts.load_index {
             load_index(backend.as_ref(), &sealer)?
         } else {
-            Index::default()
+            (Index::default(), Vec::new())
         };
         Ok(Self {
             backend,
@@ -157,7 +181,8 @@ impl Repository {
             index,
             manifest,
             dirs: opts.dirs.clone(),
-            _lock: lock,
+            index_files,
+            lock,
         })
     }
 
@@ -239,7 +264,10 @@ impl Repository {
 
     /// Writes the next manifest generation with `archives` (after the data
     /// and index it refers to are durable), then trims old generations.
-    pub fn write_manifest(&mut self, archives: Vec<ArchiveRef>) -> Result<()> {
+    /// Returns warnings about housekeeping after the commit, which has
+    /// happened by then and is not undone by them.
+    pub fn write_manifest(&mut self, archives: Vec<ArchiveRef>) -> Result<Vec<String>> {
+        self.check_unchanged()?;
         let generation = self.manifest.generation + 1;
         let next = Manifest {
             version: manifest::MANIFEST_VERSION,
@@ -260,20 +288,72 @@ impl Repository {
             &sealed,
         )?;
         self.manifest = next;
+        let mut warnings = Vec::new();
         let record = SecurityRecord {
             location: self.location().into(),
             mode: self.config.encryption,
             generation,
         };
-        record.store(&self.dirs.security_file(&self.config.id))?;
+        if let Err(e) = record.store(&self.dirs.security_file(&self.config.id)) {
+            warnings.push(format!(
+                "could not record manifest generation {generation}: {e}"
+            ));
+        }
+        if let Err(e) = self.trim_manifests(generation) {
+            warnings.push(format!("could not remove old manifest generations: {e}"));
+        }
+        Ok(warnings)
+    }
+
+    fn trim_manifests(&self, generation: u64) -> Result<()> {
         for f in self.backend.list(FileKind::Manifest)? {
             if let Some(g) = manifest::parse_file_name(&f.name)
-                && g + (manifest::MANIFEST_KEEP as u64) < generation
+                && g.saturating_add(manifest::MANIFEST_KEEP as u64) <= generation
             {
                 self.backend.delete(FileKind::Manifest, &f.name)?;
             }
         }
         Ok(())
+    }
+
+    /// Before a commit: we still hold our lock, nobody committed since we
+    /// read the manifest, and no index file we loaded was removed (by a
+    /// compaction, which may have dropped blobs we deduplicated against).
+    fn check_unchanged(&self) -> Result<()> {
+        self.lock.verify()?;
+        let changed = |what: &str| {
+            Error::invalid(format!(
+                "{} changed while this command ran ({what}): nothing was committed, run the command again",
+                self.location()
+            ))
+        };
+        let newest = self
+            .backend
+            .list(FileKind::Manifest)?
+            .iter()
+            .filter_map(|f| manifest::parse_file_name(&f.name))
+            .max()
+            .unwrap_or(0);
+        if newest != self.manifest.generation {
+            return Err(changed("another process wrote a manifest"));
+        }
+        if !self.index_files.is_empty() {
+            let present: std::collections::HashSet<String> = self
+                .backend
+                .list(FileKind::Index)?
+                .into_iter()
+                .map(|f| f.name)
+                .collect();
+            if self.index_files.iter().any(|n| !present.contains(n)) {
+                return Err(changed("it was compacted"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Index files this process loaded or wrote (see `check_unchanged`).
+    pub fn set_index_files(&mut self, names: Vec<String>) {
+        self.index_files = names;
     }
 }
 
@@ -347,9 +427,11 @@ pub fn read_manifest(backend: &dyn Backend, sealer: &Sealer, generation: u64) ->
     Ok(m)
 }
 
-fn load_index(backend: &dyn Backend, sealer: &Sealer) -> Result<Index> {
+fn load_index(backend: &dyn Backend, sealer: &Sealer) -> Result<(Index, Vec<String>)> {
     let mut idx = Index::default();
+    let mut names = Vec::new();
     for f in backend.list(FileKind::Index)? {
+        names.push(f.name.clone());
         let env = backend.read(FileKind::Index, &f.name)?;
         let payload = sealer.open(ObjectType::Index, &index::INDEX_AAD_ID, env, &|| {
             format!("index file {}", f.name)
@@ -359,5 +441,5 @@ fn load_index(backend: &dyn Backend, sealer: &Sealer) -> Result<Index> {
             idx.add_pack(pack, &entries);
         }
     }
-    Ok(idx)
+    Ok((idx, names))
 }

@@ -107,6 +107,17 @@ fn downgrade_to_unencrypted_config_is_refused() {
     cfg["public_chunker_seed"] = "00".repeat(32).into();
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     one_line_error(&env.run(&["list", &env.repo()]), "downgrade");
+    // the same with a fresh repository id (no per-id record to compare with)
+    cfg["id"] = "ab".repeat(32).into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    one_line_error(
+        &env.run(&["list", &env.repo()]),
+        "replaced or tampered with",
+    );
+    // an id that is not hex would put client files anywhere: refused
+    cfg["id"] = "../../../../tmp/evil".into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    one_line_error(&env.run(&["list", &env.repo()]), "64 lower-case hex");
 }
 
 #[test]

@@ -67,6 +67,17 @@ fn code_constants() -> BTreeMap<&'static str, String> {
         ("CONTEXT_SESSION_KEY", s(&c::CONTEXT_SESSION_KEY)),
         ("GEAR_XOF_LABEL", b(strata::chunker::GEAR_XOF_LABEL)),
         ("KEY_AAD_PREFIX", b(keyfile::KEY_AAD_PREFIX)),
+        ("CONTEXT_META_ID_KEY", s(&c::CONTEXT_META_ID_KEY)),
+        ("XZ_MEMLIMIT", s(&strata::compress::XZ_MEMLIMIT)),
+        ("MAX_READ_RANGE", s(&strata::backend::MAX_READ_RANGE)),
+        (
+            "RACY_MARGIN_NS",
+            s(&strata::archive::create::RACY_MARGIN_NS),
+        ),
+        (
+            "RACY_MARGIN_COARSE_NS",
+            s(&strata::archive::create::RACY_MARGIN_COARSE_NS),
+        ),
     ])
 }
 
