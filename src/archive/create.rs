@@ -391,12 +391,12 @@ impl Walk<'_, '_> {
     /// the file was skipped with a warning.
     fn file(&mut self, path: &Path, meta: &Metadata, item: &mut Item) -> Result<Option<char>> {
         let inode = (meta.dev(), meta.ino());
-        if meta.nlink() > 1 {
-            if let Some(first) = self.hardlinks.get(&inode) {
-                item.link = Some(first.clone());
-                item.xattrs.clear(); // they belong to the inode, restored with the first name
-                return Ok(Some('h'));
-            }
+        if meta.nlink() > 1
+            && let Some(first) = self.hardlinks.get(&inode)
+        {
+            item.link = Some(first.clone());
+            item.xattrs.clear(); // they belong to the inode, restored with the first name
+            return Ok(Some('h'));
         }
         let status = self.file_content(path, meta, item)?;
         // Only a name whose data is in the archive may be a link target.
