@@ -1,42 +1,60 @@
-//! A backend wrapper that crashes the process at a chosen write, for the
-//! crash-safety tests: `STRATA_FAULT_CRASH_AT_WRITE=N` aborts (like a power
-//! cut or `kill -9`: no destructors, no flushing) just before the N-th file
-//! write of the process. Test-only; documented in docs/FORMAT.md.
+//! A backend wrapper that crashes the process at a chosen mutation, for the
+//! crash-safety tests. `STRATA_FAULT_CRASH_AT=N` aborts (like a power cut or
+//! `kill -9`: no destructors, no flushing) at the N-th write or delete of the
+//! process; `STRATA_FAULT_CRASH_WHEN=after` crashes just after it completed
+//! instead of just before. Test-only; documented in docs/FORMAT.md.
 
 use super::{Backend, FileInfo, FileKind, Space};
 use crate::error::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub const CRASH_ENV: &str = "STRATA_FAULT_CRASH_AT_WRITE";
+pub const CRASH_ENV: &str = "STRATA_FAULT_CRASH_AT";
+pub const CRASH_WHEN_ENV: &str = "STRATA_FAULT_CRASH_WHEN";
 
-pub struct CrashAtWrite<B> {
+pub struct CrashAt<B> {
     inner: B,
     at: u64,
+    after: bool,
     count: AtomicU64,
 }
 
-impl<B: Backend> CrashAtWrite<B> {
-    pub fn new(inner: B, at: u64) -> Self {
+impl<B: Backend> CrashAt<B> {
+    pub fn new(inner: B, at: u64, after: bool) -> Self {
         Self {
             inner,
             at,
+            after,
             count: AtomicU64::new(0),
         }
+    }
+
+    /// Runs one mutation, aborting before or after it if it is the chosen one.
+    fn mutate(&self, op: impl FnOnce() -> Result<()>) -> Result<()> {
+        let hit = self.count.fetch_add(1, Ordering::SeqCst) + 1 == self.at;
+        if hit && !self.after {
+            std::process::abort();
+        }
+        let r = op();
+        if hit {
+            std::process::abort();
+        }
+        r
     }
 }
 
 /// Wraps `b` when the crash variable is set.
 pub fn wrap_from_env<B: Backend + 'static>(b: B) -> Box<dyn Backend> {
+    let after = std::env::var(CRASH_WHEN_ENV).is_ok_and(|w| w == "after");
     match std::env::var(CRASH_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        Some(at) => Box::new(CrashAtWrite::new(b, at)),
+        Some(at) => Box::new(CrashAt::new(b, at, after)),
         None => Box::new(b),
     }
 }
 
-impl<B: Backend> Backend for CrashAtWrite<B> {
+impl<B: Backend> Backend for CrashAt<B> {
     fn location(&self) -> &str {
         self.inner.location()
     }
@@ -56,13 +74,10 @@ impl<B: Backend> Backend for CrashAtWrite<B> {
         self.inner.read_range(kind, name, offset, len)
     }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        if self.count.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
-            std::process::abort();
-        }
-        self.inner.write(kind, name, data)
+        self.mutate(|| self.inner.write(kind, name, data))
     }
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.delete(kind, name)
+        self.mutate(|| self.inner.delete(kind, name))
     }
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
         self.inner.exists(kind, name)

@@ -57,11 +57,17 @@ impl LocalBackend {
                 out.push(FileInfo {
                     name,
                     size: meta.len(),
+                    modified: modified(&meta),
                 });
             }
         }
         Ok(())
     }
+}
+
+fn modified(m: &fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    m.mtime()
 }
 
 /// fsync a directory so a rename inside it is durable.
@@ -186,6 +192,7 @@ impl Backend for LocalBackend {
                     out.push(FileInfo {
                         name: "config".into(),
                         size: m.len(),
+                        modified: modified(&m),
                     });
                 }
             }

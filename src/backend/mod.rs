@@ -47,6 +47,9 @@ impl FileKind {
 pub struct FileInfo {
     pub name: String,
     pub size: u64,
+    /// Unix seconds of the last modification (creation: files never
+    /// change), 0 when the store does not say.
+    pub modified: i64,
 }
 
 /// Free and total bytes of the file system holding the repository.

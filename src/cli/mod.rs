@@ -2,6 +2,7 @@
 //! 1 warnings, 2 error.
 
 mod cmd_check;
+mod cmd_compact;
 mod cmd_create;
 mod cmd_delete;
 mod cmd_extract;
@@ -58,6 +59,8 @@ pub enum Command {
     Check(cmd_check::CheckArgs),
     /// Delete archives (their space is freed by `compact`).
     Delete(cmd_delete::DeleteArgs),
+    /// Free the space of data no archive uses any more.
+    Compact(cmd_compact::CompactArgs),
     /// Delete archives not kept by the retention rules (then `compact`).
     Prune(cmd_prune::PruneArgs),
     /// Rename an archive.
@@ -86,6 +89,7 @@ pub fn run() -> i32 {
         Command::Info(a) => cmd_info::run(a, cli.lock_wait),
         Command::Check(a) => cmd_check::run(a, cli.lock_wait),
         Command::Delete(a) => cmd_delete::delete(a, cli.lock_wait),
+        Command::Compact(a) => cmd_compact::run(a, cli.lock_wait),
         Command::Prune(a) => cmd_prune::run(a, cli.lock_wait),
         Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
         Command::BreakLock(a) => cmd_init::break_lock(a),

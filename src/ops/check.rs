@@ -131,7 +131,7 @@ fn check_old_manifests(repo: &Repository, report: &mut CheckReport) -> Result<()
 }
 
 /// Walks every archive and item; returns every blob id they reference.
-fn check_archives(
+pub(crate) fn check_archives(
     repo: &Repository,
     report: &mut CheckReport,
     progress: CheckProgress,

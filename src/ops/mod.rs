@@ -2,5 +2,6 @@
 //! prune, compact.
 
 pub mod check;
+pub mod compact;
 pub mod delete;
 pub mod prune;

@@ -351,9 +351,17 @@ impl Repository {
         Ok(())
     }
 
-    /// Index files this process loaded or wrote (see `check_unchanged`).
-    pub fn set_index_files(&mut self, names: Vec<String>) {
-        self.index_files = names;
+    /// Fails if our lock was broken by another process.
+    pub fn verify_lock(&self) -> Result<()> {
+        self.lock.verify()
+    }
+
+    /// Loads the index again (after this process rewrote it).
+    pub fn reload_index(&mut self) -> Result<()> {
+        let (index, files) = load_index(self.backend.as_ref(), &self.sealer)?;
+        self.index = index;
+        self.index_files = files;
+        Ok(())
     }
 }
 

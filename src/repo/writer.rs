@@ -189,7 +189,7 @@ fn packer(
     Ok(summary)
 }
 
-fn flush_pack(
+pub(crate) fn flush_pack(
     pack: PackBuilder,
     backend: &dyn Backend,
     sealer: &Sealer,

@@ -32,7 +32,7 @@ fn create_crashing_at_every_write_leaves_a_valid_repository() {
         let name = format!("try{at}");
         let out = env
             .cmd()
-            .env("STRATA_FAULT_CRASH_AT_WRITE", at.to_string())
+            .env("STRATA_FAULT_CRASH_AT", at.to_string())
             .args([
                 "create",
                 &format!("{}::{name}", env.repo()),

@@ -1,5 +1,6 @@
 //! Integration tests: the built `strata` binary against real directories.
 
+mod compact;
 mod crash;
 mod errors;
 mod lifecycle;

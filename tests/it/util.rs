@@ -37,7 +37,7 @@ impl Env {
             .env("STRATA_INSECURE_FAST_KDF", "1")
             .env_remove("STRATA_REPO")
             .env_remove("STRATA_PASSCOMMAND")
-            .env_remove("STRATA_FAULT_CRASH_AT_WRITE")
+            .env_remove("STRATA_FAULT_CRASH_AT")
             .current_dir(self.dir.path());
         c
     }

@@ -1,0 +1,269 @@
+//! `compact`: reclaims the space of blobs no archive uses.
+//!
+//! Plan (pure): per pack, the bytes of used blobs; a pack is deleted when
+//! nothing in it is used, rewritten when at least `threshold` percent is
+//! unused, and left alone otherwise. Packs (and unindexed leftovers of
+//! crashed writers) younger than the grace period are never touched.
+//!
+//! Execution order, each step durable before the next: new packs (the used
+//! blobs' sealed bytes, copied as they are), then one complete new index,
+//! then removal of the old index files, then of the old packs. A crash
+//! between any two steps leaves a valid repository (see docs/FORMAT.md).
+
+use super::check::{CheckReport, check_archives};
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+use crate::repo::Repository;
+use crate::repo::pack::{PackBuilder, PackEntry};
+use crate::repo::writer::{WriteSummary, flush_pack, write_index};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// An index file lists at most this many blobs (about 4.5 MB).
+pub const INDEX_FILE_MAX_BLOBS: usize = 100_000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct CompactOptions {
+    /// Rewrite a pack when at least this percentage of it is unused.
+    pub threshold_pct: u8,
+    /// Leave files younger than this alone (a paused writer's data).
+    pub grace: Duration,
+    pub dry_run: bool,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        Self {
+            threshold_pct: 10,
+            grace: Duration::from_secs(3600),
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CompactPlan {
+    pub rewrite: Vec<PackId>,
+    pub delete: Vec<PackId>,
+    /// Pack files in no index (left by crashed writers), old enough to go.
+    pub orphans: Vec<String>,
+    pub bytes_freed: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct CompactReport {
+    pub plan: CompactPlan,
+    pub new_packs: usize,
+    pub blobs_dropped: u64,
+}
+
+struct PackUse {
+    size: u64,
+    modified: i64,
+    used_bytes: u64,
+    blobs: Vec<(BlobId, PackEntry)>,
+}
+
+pub fn compact(repo: &mut Repository, opts: &CompactOptions) -> Result<CompactReport> {
+    let mut errors = CheckReport::default();
+    let used = check_archives(repo, &mut errors, &|_, _, _| {})?;
+    if !errors.ok() {
+        return Err(Error::corrupt(format!(
+            "compact refuses to delete anything while archives are damaged ({}); run `strata check`",
+            errors.errors.first().cloned().unwrap_or_default()
+        )));
+    }
+    let packs = pack_usage(repo, &used)?;
+    let now = chrono::Utc::now().timestamp();
+    let plan = make_plan(&packs, repo, opts, now)?;
+    let mut report = CompactReport {
+        plan,
+        ..Default::default()
+    };
+    if opts.dry_run
+        || (report.plan.rewrite.is_empty()
+            && report.plan.delete.is_empty()
+            && report.plan.orphans.is_empty())
+    {
+        return Ok(report);
+    }
+    let rewrite = report.plan.rewrite.clone();
+    let summary = copy_used_blobs(repo, &packs, &rewrite, &used, &mut report)?;
+    swap_index(repo, &report.plan, summary)?;
+    for p in report.plan.rewrite.iter().chain(&report.plan.delete) {
+        repo.backend().delete(FileKind::Pack, &p.to_hex())?;
+    }
+    for name in &report.plan.orphans {
+        repo.backend().delete(FileKind::Pack, name)?;
+    }
+    Ok(report)
+}
+
+fn pack_usage(repo: &Repository, used: &HashSet<BlobId>) -> Result<HashMap<PackId, PackUse>> {
+    let files: HashMap<String, (u64, i64)> = repo
+        .backend()
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|f| (f.name, (f.size, f.modified)))
+        .collect();
+    let mut packs: HashMap<PackId, PackUse> = HashMap::new();
+    for (id, pack, loc) in repo.index().iter() {
+        let Some(&(size, modified)) = files.get(&pack.to_hex()) else {
+            continue; // missing pack: `check` reports it, compact leaves it
+        };
+        let p = packs.entry(pack).or_insert(PackUse {
+            size,
+            modified,
+            used_bytes: 0,
+            blobs: Vec::new(),
+        });
+        if used.contains(id) {
+            p.used_bytes += loc.length as u64;
+        }
+        let entry = PackEntry {
+            ty: loc.ty,
+            id: *id,
+            offset: loc.offset,
+            length: loc.length,
+            raw_length: loc.raw_length,
+        };
+        p.blobs.push((*id, entry));
+    }
+    Ok(packs)
+}
+
+fn make_plan(
+    packs: &HashMap<PackId, PackUse>,
+    repo: &Repository,
+    opts: &CompactOptions,
+    now: i64,
+) -> Result<CompactPlan> {
+    let old_enough = |modified: i64| now.saturating_sub(modified) >= opts.grace.as_secs() as i64;
+    let mut plan = CompactPlan::default();
+    for (id, p) in packs {
+        if !old_enough(p.modified) {
+            continue;
+        }
+        let unused = p.size.saturating_sub(p.used_bytes);
+        if p.used_bytes == 0 {
+            plan.delete.push(*id);
+            plan.bytes_freed += p.size;
+        } else if unused * 100 >= p.size * opts.threshold_pct as u64 {
+            plan.rewrite.push(*id);
+            plan.bytes_freed += unused;
+        }
+    }
+    let indexed: HashSet<String> = repo.index().iter().map(|(_, p, _)| p.to_hex()).collect();
+    for f in repo.backend().list(FileKind::Pack)? {
+        if !indexed.contains(&f.name) && old_enough(f.modified) {
+            plan.bytes_freed += f.size;
+            plan.orphans.push(f.name);
+        }
+    }
+    plan.rewrite.sort();
+    plan.delete.sort();
+    plan.orphans.sort();
+    Ok(plan)
+}
+
+/// Copies the used blobs of the packs to rewrite into new packs, as sealed
+/// bytes (no decryption needed: envelopes are bound to type and id only).
+fn copy_used_blobs(
+    repo: &Repository,
+    packs: &HashMap<PackId, PackUse>,
+    rewrite: &[PackId],
+    used: &HashSet<BlobId>,
+    report: &mut CompactReport,
+) -> Result<WriteSummary> {
+    let mut summary = WriteSummary::default();
+    let mut builder = PackBuilder::default();
+    let pack_size = repo.config().pack_size as usize;
+    for id in rewrite {
+        let Some(p) = packs.get(id) else { continue };
+        let data = repo.backend().read(FileKind::Pack, &id.to_hex())?;
+        if blake3::hash(&data).as_bytes() != &id.0 {
+            return Err(Error::corrupt(format!(
+                "pack {id} is damaged; compact stops (run `strata check --verify-data`)"
+            )));
+        }
+        for (blob, e) in &p.blobs {
+            if !used.contains(blob) {
+                report.blobs_dropped += 1;
+                continue;
+            }
+            let env = data
+                .get(e.offset as usize..e.offset as usize + e.length as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "pack {id}: blob {} lies beyond its end",
+                        blob.short()
+                    ))
+                })?;
+            builder.add(e.ty, *blob, e.raw_length, env);
+            if builder.len() >= pack_size {
+                flush_pack(
+                    std::mem::take(&mut builder),
+                    repo.backend().as_ref(),
+                    repo.sealer(),
+                    &mut summary,
+                )?;
+            }
+        }
+    }
+    if !builder.is_empty() {
+        flush_pack(
+            builder,
+            repo.backend().as_ref(),
+            repo.sealer(),
+            &mut summary,
+        )?;
+    }
+    report.new_packs = summary.packs.len();
+    Ok(summary)
+}
+
+/// Writes one complete index of what remains, then removes the old files.
+fn swap_index(repo: &mut Repository, plan: &CompactPlan, summary: WriteSummary) -> Result<()> {
+    let gone: HashSet<PackId> = plan.rewrite.iter().chain(&plan.delete).copied().collect();
+    let mut remaining: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    for (id, pack, loc) in repo.index().iter() {
+        if !gone.contains(&pack) {
+            let e = PackEntry {
+                ty: loc.ty,
+                id: *id,
+                offset: loc.offset,
+                length: loc.length,
+                raw_length: loc.raw_length,
+            };
+            remaining.entry(pack).or_default().push(e);
+        }
+    }
+    let mut all: Vec<(PackId, Vec<PackEntry>)> = remaining.into_iter().collect();
+    all.extend(summary.packs);
+    all.sort_by_key(|(p, _)| *p);
+    let mut names = Vec::new();
+    let mut batch: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
+    let mut blobs = 0;
+    for (pack, entries) in all {
+        blobs += entries.len();
+        batch.push((pack, entries));
+        if blobs >= INDEX_FILE_MAX_BLOBS {
+            names.push(write_index(repo.backend().as_ref(), repo.sealer(), &batch)?);
+            batch.clear();
+            blobs = 0;
+        }
+    }
+    if !batch.is_empty() {
+        names.push(write_index(repo.backend().as_ref(), repo.sealer(), &batch)?);
+    }
+    repo.verify_lock()?;
+    let keep: HashSet<&String> = names.iter().collect();
+    for f in repo.backend().list(FileKind::Index)? {
+        if !keep.contains(&f.name) {
+            repo.backend().delete(FileKind::Index, &f.name)?;
+        }
+    }
+    repo.reload_index()?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! compact: frees space, keeps every used byte, survives crashes at every
+//! write and delete, a full disk, and a writer paused in the middle.
+
+use crate::util::*;
+use std::path::Path;
+
+fn du(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// Two archives sharing half their data; `a` then deleted.
+fn setup(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    std::fs::create_dir_all(src.join("drop")).unwrap();
+    std::fs::write(src.join("keep/k1"), random("k1", 3 << 20)).unwrap();
+    std::fs::write(src.join("drop/d1"), random("d1", 20 << 20)).unwrap();
+    env.init(&["--chunker-params", "64K,256K,1M"]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(src.join("drop")).unwrap();
+    std::fs::write(src.join("keep/k2"), random("k2", 1 << 20)).unwrap();
+    env.ok(&[
+        "create",
+        &format!("{}::b", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    env.ok(&["delete", &format!("{}::a", env.repo())]);
+    src
+}
+
+fn assert_b_restores(env: &Env, src: &Path) {
+    let dest = env.path("restore-b");
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir(&dest).unwrap();
+    env.ok(&[
+        "extract",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{}::b", env.repo()),
+    ]);
+    assert_same_tree(src, &restored(&dest, src));
+}
+
+#[test]
+fn compact_frees_unused_space_and_keeps_everything_used() {
+    let env = Env::new();
+    let src = setup(&env);
+    let before = du(&env.path("repo"));
+    // within the grace period nothing is touched
+    env.ok(&["compact", &env.repo()]);
+    assert_eq!(du(&env.path("repo")), before);
+    env.ok(&["compact", "--grace-period", "0", &env.repo()]);
+    let after = du(&env.path("repo"));
+    assert!(
+        after < before - (18 << 20),
+        "freed only {} bytes",
+        before - after
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&env.ok(&["check", "--verify-data", "--json", &env.repo()])).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["notes"].as_array().unwrap().len(),
+        0,
+        "leftovers after compact: {report}"
+    );
+    assert_b_restores(&env, &src);
+    // compacting a compact repository changes nothing
+    env.ok(&["compact", "--grace-period", "0", &env.repo()]);
+    assert_eq!(du(&env.path("repo")), after);
+}
+
+#[test]
+fn compact_crashing_before_or_after_any_write_or_delete_loses_nothing() {
+    for when in ["before", "after"] {
+        let template = Env::new();
+        let src = setup(&template);
+        let mut crashes = 0;
+        for at in 1.. {
+            let env = Env::new();
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", template.dir.path().display()))
+                .arg(env.dir.path())
+                .status()
+                .unwrap();
+            let out = env
+                .cmd()
+                .env("STRATA_FAULT_CRASH_AT", at.to_string())
+                .env("STRATA_FAULT_CRASH_WHEN", when)
+                .args(["compact", "--grace-period", "0", &env.repo()])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert_eq!(
+                out.status.code(),
+                None,
+                "{when} {at}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            crashes += 1;
+            let check = env.run(&["check", "--verify-data", &env.repo()]);
+            assert!(
+                check.status.success(),
+                "check after a crash {when} mutation {at}: {}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+            let src_here = src.clone();
+            assert_b_restores(&env, &src_here);
+            // running compact again completes the job
+            env.ok(&["compact", "--grace-period", "0", &env.repo()]);
+            let report: serde_json::Value =
+                serde_json::from_str(&env.ok(&["check", "--verify-data", "--json", &env.repo()]))
+                    .unwrap();
+            assert_eq!(report["ok"], true);
+            assert_b_restores(&env, &src_here);
+        }
+        assert!(crashes >= 4, "{when}: only {crashes} crash points");
+    }
+}
+
+#[test]
+fn a_writer_paused_during_compaction_commits_nothing_and_loses_nothing() {
+    let env = Env::new();
+    let src = setup(&env);
+    let mut writer = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .args(["create", &format!("{}::paused", env.repo()), "-"])
+        .env("STRATA_PASSPHRASE", "test passphrase")
+        .env("STRATA_CACHE_DIR", env.path("cache"))
+        .env("STRATA_INSECURE_FAST_KDF", "1")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locks = env.path("repo/locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&locks).unwrap().count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writer never took its lock"
+        );
+        std::thread::yield_now();
+    }
+    // the writer "hangs"; an operator breaks its lock and compacts
+    env.ok(&["break-lock", &env.repo()]);
+    env.ok(&["compact", "--grace-period", "0", &env.repo()]);
+    use std::io::Write;
+    let mut stdin = writer.stdin.take().unwrap();
+    stdin.write_all(&random("late", 2 << 20)).unwrap();
+    drop(stdin);
+    let out = writer.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the paused writer must not commit"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run the command again"), "{err}");
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "b\n");
+    env.ok(&["check", "--verify-data", &env.repo()]);
+    assert_b_restores(&env, &src);
+}
+
+#[test]
+fn compact_on_a_full_disk_fails_cleanly_then_succeeds() {
+    let env = Env::new();
+    let mnt = env.path("small");
+    std::fs::create_dir(&mnt).unwrap();
+    assert!(
+        std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=40m",
+                "tmpfs",
+                mnt.to_str().unwrap()
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let repo = mnt.join("repo").display().to_string();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // one pack mostly unused, so compact must write a new pack to free it
+    std::fs::write(src.join("keep"), random("keep", 4 << 20)).unwrap();
+    std::fs::write(src.join("drop"), random("drop", 8 << 20)).unwrap();
+    env.ok(&["init", &repo]);
+    env.ok(&["create", &format!("{repo}::a"), src.to_str().unwrap()]);
+    std::fs::remove_file(src.join("drop")).unwrap();
+    env.ok(&["create", &format!("{repo}::b"), src.to_str().unwrap()]);
+    env.ok(&["delete", &format!("{repo}::a")]);
+    // fill the disk so that the rewritten pack cannot be written
+    let free = rustix::fs::statvfs(&mnt).unwrap();
+    let fill = free.f_bavail * free.f_frsize - (1 << 20);
+    std::fs::write(mnt.join("filler"), vec![1u8; fill as usize]).unwrap();
+    let out = env.run(&["compact", "--grace-period", "0", &repo]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no space left"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&["check", "--verify-data", &repo]);
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    env.ok(&["compact", "--grace-period", "0", &repo]);
+    env.ok(&["check", "--verify-data", &repo]);
+    let dest = env.path("out");
+    std::fs::create_dir(&dest).unwrap();
+    env.ok(&[
+        "extract",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{repo}::b"),
+    ]);
+    assert_same_tree(&src, &restored(&dest, &src));
+}
