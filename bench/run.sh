@@ -255,9 +255,10 @@ for tool in "${tools[@]}"; do
       if "$STRATA_BIN" help check >/dev/null 2>&1; then
         step "$tool" check 0 "$STRATA_BIN" check --verify-data "$repo"
       else na "$tool" check; fi
+      # --grace-period 0: borg and restic reclaim at once too (strata waits an hour by default)
       if "$STRATA_BIN" help prune >/dev/null 2>&1 && "$STRATA_BIN" help compact >/dev/null 2>&1; then
         # shellcheck disable=SC2016  # positional args expand inside bash -c, as intended
-        step "$tool" prune 0 bash -c '"$1" prune --keep-last 1 "$2" && "$1" compact "$2"' _ \
+        step "$tool" prune 0 bash -c '"$1" prune --keep-last 1 "$2" && "$1" compact --grace-period 0 "$2"' _ \
           "$STRATA_BIN" "$repo"
       else na "$tool" prune; fi
       unset XDG_CACHE_HOME ;;

@@ -5,9 +5,11 @@ mod cmd_check;
 mod cmd_compact;
 mod cmd_create;
 mod cmd_delete;
+mod cmd_diff;
 mod cmd_extract;
 mod cmd_info;
 mod cmd_init;
+mod cmd_key;
 mod cmd_list;
 mod cmd_prune;
 pub mod common;
@@ -59,12 +61,16 @@ pub enum Command {
     Check(cmd_check::CheckArgs),
     /// Delete archives (their space is freed by `compact`).
     Delete(cmd_delete::DeleteArgs),
+    /// Show what changed between two archives.
+    Diff(cmd_diff::DiffArgs),
     /// Free the space of data no archive uses any more.
     Compact(cmd_compact::CompactArgs),
     /// Delete archives not kept by the retention rules (then `compact`).
     Prune(cmd_prune::PruneArgs),
     /// Rename an archive.
     Rename(cmd_delete::RenameArgs),
+    /// Export, import, or change the passphrase of a repository key.
+    Key(cmd_key::KeyArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
     BreakLock(cmd_init::BreakLockArgs),
     /// A guided tour: back up a sample tree, list, restore, verify, show stats.
@@ -89,9 +95,11 @@ pub fn run() -> i32 {
         Command::Info(a) => cmd_info::run(a, cli.lock_wait),
         Command::Check(a) => cmd_check::run(a, cli.lock_wait),
         Command::Delete(a) => cmd_delete::delete(a, cli.lock_wait),
+        Command::Diff(a) => cmd_diff::run(a, cli.lock_wait),
         Command::Compact(a) => cmd_compact::run(a, cli.lock_wait),
         Command::Prune(a) => cmd_prune::run(a, cli.lock_wait),
         Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
+        Command::Key(a) => cmd_key::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),
     };

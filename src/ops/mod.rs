@@ -4,4 +4,5 @@
 pub mod check;
 pub mod compact;
 pub mod delete;
+pub mod diff;
 pub mod prune;

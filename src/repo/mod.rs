@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod index;
+pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
@@ -366,36 +367,13 @@ impl Repository {
 }
 
 fn load_keys(backend: &dyn Backend, config: &RepoConfig, opts: &OpenOptions) -> Result<RepoKeys> {
-    let location = backend.location();
     if !config.encryption.has_key() {
         return Ok(RepoKeys::unkeyed(config.public_seed()?));
     }
-    let kf = match config.encryption {
-        Mode::Keyfile => {
-            let path = opts.dirs.key_file(&config.id);
-            let data = std::fs::read(&path).map_err(|_| Error::KeyMissing {
-                repo: location.into(),
-                hint: format!("this is a keyfile repository and {} is missing: import it with `strata key import`", path.display()),
-            })?;
-            KeyFile::from_json(&data, &path.display().to_string())?
-        }
-        _ => {
-            let data = backend.read(FileKind::Key, "repokey").map_err(|_| Error::KeyMissing {
-                repo: location.into(),
-                hint: "keys/repokey is missing from the repository: restore it from your key export".into(),
-            })?;
-            KeyFile::from_json(&data, "keys/repokey")?
-        }
-    };
-    if kf.repository_id != config.id {
-        return Err(Error::corrupt("the key file belongs to another repository"));
-    }
-    let payload = kf.unlock(&opts.passphrase.get(false)?, location)?;
-    if payload.mode != config.encryption || payload.cipher != config.cipher {
-        return Err(Error::corrupt(
-            "config does not match the mode and cipher sealed in the key",
-        ));
-    }
+    // Find the key before asking for a passphrase: a missing key is the
+    // better message.
+    keys::find(backend, config, &opts.dirs)?;
+    let (_, payload) = keys::unlock(backend, config, &opts.dirs, &opts.passphrase.get(false)?)?;
     Ok(RepoKeys::from_master(
         payload.mode,
         payload.cipher,

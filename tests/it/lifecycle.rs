@@ -218,3 +218,151 @@ fn prune_keeps_by_rule_within_one_series() {
     );
     env.ok(&["check", &env.repo()]);
 }
+
+#[test]
+fn diff_reports_added_removed_modified_and_metadata() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("same"), b"same\n").unwrap();
+    std::fs::write(src.join("gone"), b"bye\n").unwrap();
+    std::fs::write(src.join("grows"), random("g", 100_000)).unwrap();
+    std::fs::write(src.join("chmod"), b"x\n").unwrap();
+    env.init(&[]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(src.join("gone")).unwrap();
+    std::fs::write(src.join("new"), b"hello\n").unwrap();
+    let mut g = random("g", 100_000);
+    g.extend_from_slice(&random("more", 50_000));
+    std::fs::write(src.join("grows"), g).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("chmod"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.ok(&[
+        "create",
+        &format!("{}::b", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    let lines = env.ok(&["diff", "--json-lines", &format!("{}::a", env.repo()), "b"]);
+    let by_path: std::collections::HashMap<String, serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                v["changes"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(by_path["new"][0]["type"], "added");
+    assert_eq!(by_path["new"][0]["size"], 6);
+    assert_eq!(by_path["gone"][0]["type"], "removed");
+    assert_eq!(by_path["grows"][0]["type"], "modified");
+    assert_eq!(by_path["grows"][0]["added"], 150_000);
+    assert!(
+        by_path["chmod"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "mode" && c["new_mode"] == "-rwx------")
+    );
+    assert!(!by_path.contains_key("same"), "{lines}");
+    let text = env.ok(&["diff", "--content-only", &format!("{}::a", env.repo()), "b"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("added") && l.ends_with("/new")),
+        "{text}"
+    );
+    assert!(!text.contains("/chmod"), "{text}");
+}
+
+#[test]
+fn key_export_import_and_change_passphrase() {
+    let env = Env::new();
+    env.init(&["--encryption", "keyfile"]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        env.path("repo/config").to_str().unwrap(),
+    ]);
+    let paper = env.ok(&["key", "export", "--paper", &env.repo()]);
+    assert!(paper.starts_with("STRATA PAPER KEY v1"));
+    std::fs::write(env.path("paper.txt"), &paper).unwrap();
+    // a new client without the key cannot open the repository, then imports it
+    std::fs::remove_dir_all(env.path("keys")).unwrap();
+    assert_eq!(env.run(&["list", &env.repo()]).status.code(), Some(2));
+    env.ok(&[
+        "key",
+        "import",
+        "--paper",
+        &env.repo(),
+        env.path("paper.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "a\n");
+    // change the passphrase: the old one stops working, the new one works
+    env.cmd()
+        .env("STRATA_NEW_PASSPHRASE", "a new secret")
+        .args(["key", "change-passphrase", &env.repo()])
+        .assert()
+        .success();
+    assert_eq!(env.run(&["list", &env.repo()]).status.code(), Some(2));
+    env.cmd()
+        .env("STRATA_PASSPHRASE", "a new secret")
+        .args(["list", &env.repo()])
+        .assert()
+        .success();
+}
+
+#[test]
+fn repokey_change_passphrase_and_import_after_damage() {
+    let env = Env::new();
+    env.init(&[]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        env.path("repo/config").to_str().unwrap(),
+    ]);
+    env.ok(&[
+        "key",
+        "export",
+        &env.repo(),
+        env.path("key.json").to_str().unwrap(),
+    ]);
+    env.cmd()
+        .env("STRATA_NEW_PASSPHRASE", "second")
+        .args(["key", "change-passphrase", &env.repo()])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_dir(env.path("repo/keys")).unwrap().count(),
+        1,
+        "old key file left behind"
+    );
+    env.cmd()
+        .env("STRATA_PASSPHRASE", "second")
+        .args(["list", &env.repo()])
+        .assert()
+        .success();
+    // the key is destroyed; the export (sealed with the first passphrase) brings it back
+    for f in std::fs::read_dir(env.path("repo/keys")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let out = env.run(&["list", &env.repo()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key import"));
+    env.ok(&[
+        "key",
+        "import",
+        &env.repo(),
+        env.path("key.json").to_str().unwrap(),
+    ]);
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "a\n");
+}
