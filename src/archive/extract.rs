@@ -652,12 +652,18 @@ fn write_file(shared: &Shared, job: FileJob) {
     if shared.abort.load(Ordering::Relaxed) {
         return;
     }
-    if let Err(e) = write_content(shared, &mut file, &item.chunks, item.size) {
-        if matches!(e, Error::DiskFull(_)) {
-            shared.abort.store(true, Ordering::Relaxed);
+    match write_content(shared, &mut file, &item.chunks, item.size) {
+        Ok(()) => {}
+        Err(e @ (Error::DiskFull(_) | Error::Io { .. })) => {
+            if matches!(e, Error::DiskFull(_)) {
+                shared.abort.store(true, Ordering::Relaxed);
+            }
+            shared.problem(true, format!("{}: {e}", item.path_lossy()));
+            return;
         }
-        shared.problem(true, format!("{}: {e}", item.path_lossy()));
-        return;
+        // Unreadable chunks became holes: the file is otherwise complete,
+        // so it still gets its metadata, and the error is reported.
+        Err(e) => shared.problem(true, format!("{}: {e}", item.path_lossy())),
     }
     if shared.dry_run {
         return;
@@ -668,30 +674,51 @@ fn write_file(shared: &Shared, job: FileJob) {
     }
 }
 
+/// Writes a file's chunks. A chunk that cannot be read (missing after a
+/// repair, damaged) becomes a hole of its size and the file is reported:
+/// the rest of the file is still restored, and nothing wrong is written.
 fn write_content(shared: &Shared, file: &mut File, chunks: &[ChunkRef], size: u64) -> Result<()> {
     let mut written = 0u64;
+    let mut lost = Vec::new();
     for c in chunks {
-        let data = shared.repo.read_blob(ObjectType::Data, &c.0)?;
-        if data.len() != c.1 as usize {
-            return Err(Error::corrupt(format!(
-                "chunk {} has {} bytes, the item says {}",
-                c.0.short(),
-                data.len(),
-                c.1
-            )));
-        }
+        let data = match shared.repo.read_blob(ObjectType::Data, &c.0) {
+            Ok(d) if d.len() == c.1 as usize => d,
+            Ok(d) => {
+                lost.push(format!(
+                    "chunk {} has {} bytes, the item says {}",
+                    c.0.short(),
+                    d.len(),
+                    c.1
+                ));
+                vec![]
+            }
+            Err(e) => {
+                lost.push(e.to_string());
+                vec![]
+            }
+        };
         if !shared.dry_run {
-            write_chunk(file, &data, shared.sparse).map_err(|e| Error::io("writing", e))?;
+            if data.is_empty() && c.1 > 0 {
+                file.seek(SeekFrom::Current(c.1 as i64))
+                    .map_err(|e| Error::io("writing", e))?;
+            } else {
+                write_chunk(file, &data, shared.sparse).map_err(|e| Error::io("writing", e))?;
+            }
         }
-        written += data.len() as u64;
-        shared.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        written += c.1 as u64;
+        shared.bytes.fetch_add(c.1 as u64, Ordering::Relaxed);
     }
-    if shared.dry_run {
-        return Ok(());
-    }
-    if shared.sparse {
+    if !shared.dry_run && (shared.sparse || !lost.is_empty()) {
         file.set_len(written)
             .map_err(|e| Error::io("truncating", e))?;
+    }
+    if !lost.is_empty() {
+        return Err(Error::corrupt(format!(
+            "{} of {} chunks could not be read, restored as holes: {}",
+            lost.len(),
+            chunks.len(),
+            lost[0]
+        )));
     }
     if written != size {
         return Err(Error::corrupt(format!(

@@ -19,12 +19,21 @@ pub struct CheckArgs {
     /// Print the report as JSON on standard output.
     #[arg(long)]
     pub json: bool,
+    /// Rebuild the index from the packs, keep every blob that still
+    /// authenticates, rebuild a lost manifest from the archives, drop
+    /// archives whose metadata is gone, and list files that lost data.
+    /// Safe to run again; never deletes a readable blob.
+    #[arg(long)]
+    pub repair: bool,
     /// Repository path.
     pub repository: String,
 }
 
 pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.repository)?;
+    if a.repair {
+        return repair(&loc, lock_wait, a.json);
+    }
     let repo = common::open(&loc, false, lock_wait, true)?;
     let started = Instant::now();
     let last = Mutex::new(Instant::now());
@@ -89,5 +98,57 @@ pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
         super::EXIT_OK
     } else {
         super::EXIT_ERROR
+    })
+}
+
+fn repair(loc: &Location, lock_wait: u64, json: bool) -> Result<i32> {
+    let mut repo = common::open_with(loc, true, lock_wait, true, true)?;
+    let r = strata::ops::repair::repair(&mut repo)?;
+    let clean = r.damaged_packs.is_empty()
+        && r.unreadable_packs.is_empty()
+        && r.blobs_lost == 0
+        && !r.manifest_rebuilt
+        && r.archives_removed.is_empty()
+        && r.damaged_files.is_empty();
+    if json {
+        let v = serde_json::json!({
+            "clean": clean, "packs": r.packs, "damaged_packs": r.damaged_packs, "unreadable_packs": r.unreadable_packs, "blobs_lost": r.blobs_lost,
+            "manifest_rebuilt": r.manifest_rebuilt, "archives_removed": r.archives_removed, "damaged_files": r.damaged_files,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for p in &r.damaged_packs {
+            eprintln!("damaged pack (readable blobs moved to new packs): {p}");
+        }
+        for p in &r.unreadable_packs {
+            eprintln!("unreadable pack left in place, not used: {p}");
+        }
+        if r.manifest_rebuilt {
+            eprintln!("the manifest was unreadable: rebuilt from the archives found in the packs");
+        }
+        for a in &r.archives_removed {
+            eprintln!("archive removed (its metadata is lost): {a}");
+        }
+        for f in &r.damaged_files {
+            eprintln!(
+                "file with lost data (restored with holes; heals when a backup brings the data back): {f}"
+            );
+        }
+        eprintln!(
+            "Repair done: {} packs read, {} damaged, {} blobs lost{}",
+            r.packs,
+            r.damaged_packs.len(),
+            r.blobs_lost,
+            if clean {
+                " — repository was healthy"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(if clean {
+        super::EXIT_OK
+    } else {
+        super::EXIT_WARNING
     })
 }

@@ -106,6 +106,17 @@ pub fn open(
     lock_wait: u64,
     load_index: bool,
 ) -> Result<Repository> {
+    open_with(loc, exclusive, lock_wait, load_index, false)
+}
+
+/// `open`, optionally in repair mode (see `OpenOptions::repair`).
+pub fn open_with(
+    loc: &Location,
+    exclusive: bool,
+    lock_wait: u64,
+    load_index: bool,
+    repair: bool,
+) -> Result<Repository> {
     let backend = loc.backend()?;
     let opts = OpenOptions {
         exclusive,
@@ -113,6 +124,7 @@ pub fn open(
         passphrase: &CliPassphrase,
         dirs: ClientDirs::from_env(),
         load_index,
+        repair,
     };
     Ok(Repository::open(backend, &opts)?)
 }

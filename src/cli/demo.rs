@@ -65,6 +65,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
                 passphrase: &DemoPass,
                 dirs: dirs.clone(),
                 load_index: true,
+                repair: false,
             },
         )
     };

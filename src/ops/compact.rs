@@ -241,6 +241,16 @@ fn swap_index(repo: &mut Repository, plan: &CompactPlan, summary: WriteSummary) 
     }
     let mut all: Vec<(PackId, Vec<PackEntry>)> = remaining.into_iter().collect();
     all.extend(summary.packs);
+    replace_index(repo, all)
+}
+
+/// Writes a complete index of `packs` (in files of at most
+/// `INDEX_FILE_MAX_BLOBS` blobs), then removes every other index file and
+/// reloads. Used by compact and repair.
+pub(crate) fn replace_index(
+    repo: &mut Repository,
+    mut all: Vec<(PackId, Vec<PackEntry>)>,
+) -> Result<()> {
     all.sort_by_key(|(p, _)| *p);
     let mut names = Vec::new();
     let mut batch: Vec<(PackId, Vec<PackEntry>)> = Vec::new();

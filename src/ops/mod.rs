@@ -6,3 +6,4 @@ pub mod compact;
 pub mod delete;
 pub mod diff;
 pub mod prune;
+pub mod repair;

@@ -97,6 +97,9 @@ pub struct OpenOptions<'a> {
     pub dirs: ClientDirs,
     /// Skip loading the index (commands that only read the manifest).
     pub load_index: bool,
+    /// For `check --repair`: skip unreadable index files, fall back to an
+    /// older manifest generation, and accept a generation older than seen.
+    pub repair: bool,
 }
 
 pub struct Repository {
@@ -148,9 +151,13 @@ impl Repository {
         let keys = load_keys(backend.as_ref(), &config, opts)?;
         let sealer = Arc::new(Sealer::new(keys)?);
         let lock = lock::acquire(backend.clone(), opts.exclusive, opts.lock_wait)?;
-        let manifest = load_manifest(backend.as_ref(), &sealer)?;
+        let manifest = if opts.repair {
+            load_manifest_tolerant(backend.as_ref(), &sealer)?
+        } else {
+            load_manifest(backend.as_ref(), &sealer)?
+        };
         let seen = known.as_ref().map(|k| k.generation).unwrap_or(0);
-        if manifest.generation < seen {
+        if manifest.generation < seen && !opts.repair {
             return Err(Error::Rollback {
                 repo: location,
                 found: manifest.generation,
@@ -171,7 +178,7 @@ impl Repository {
         };
         here.store(&loc_path)?;
         let (index, index_files) = if opts.load_index {
-            load_index(backend.as_ref(), &sealer)?
+            load_index(backend.as_ref(), &sealer, opts.repair)?
         } else {
             (Index::default(), Vec::new())
         };
@@ -352,6 +359,11 @@ impl Repository {
         Ok(())
     }
 
+    /// How many index files were loaded.
+    pub fn index_file_count(&self) -> usize {
+        self.index_files.len()
+    }
+
     /// Fails if our lock was broken by another process.
     pub fn verify_lock(&self) -> Result<()> {
         self.lock.verify()
@@ -359,7 +371,7 @@ impl Repository {
 
     /// Loads the index again (after this process rewrote it).
     pub fn reload_index(&mut self) -> Result<()> {
-        let (index, files) = load_index(self.backend.as_ref(), &self.sealer)?;
+        let (index, files) = load_index(self.backend.as_ref(), &self.sealer, false)?;
         self.index = index;
         self.index_files = files;
         Ok(())
@@ -413,19 +425,53 @@ pub fn read_manifest(backend: &dyn Backend, sealer: &Sealer, generation: u64) ->
     Ok(m)
 }
 
-fn load_index(backend: &dyn Backend, sealer: &Sealer) -> Result<(Index, Vec<String>)> {
+/// Loads every index file; with `skip_bad`, unreadable ones are left out
+/// (repair rebuilds the index from the packs anyway).
+fn load_index(
+    backend: &dyn Backend,
+    sealer: &Sealer,
+    skip_bad: bool,
+) -> Result<(Index, Vec<String>)> {
     let mut idx = Index::default();
     let mut names = Vec::new();
     for f in backend.list(FileKind::Index)? {
-        names.push(f.name.clone());
-        let env = backend.read(FileKind::Index, &f.name)?;
-        let payload = sealer.open(ObjectType::Index, &index::INDEX_AAD_ID, env, &|| {
-            format!("index file {}", f.name)
-        })?;
-        let data = crate::compress::decompress(payload)?;
-        for (pack, entries) in index::decode(&data, &f.name)? {
-            idx.add_pack(pack, &entries);
+        let read = || -> Result<Vec<(crate::id::PackId, Vec<pack::PackEntry>)>> {
+            let env = backend.read(FileKind::Index, &f.name)?;
+            let payload = sealer.open(ObjectType::Index, &index::INDEX_AAD_ID, env, &|| {
+                format!("index file {}", f.name)
+            })?;
+            index::decode(&crate::compress::decompress(payload)?, &f.name)
+        };
+        match read() {
+            Ok(packs) => {
+                for (pack, entries) in packs {
+                    idx.add_pack(pack, &entries);
+                }
+                names.push(f.name.clone());
+            }
+            Err(_) if skip_bad => {}
+            Err(e) => return Err(e),
         }
     }
     Ok((idx, names))
+}
+
+/// The newest manifest that can be read, with the generation number of the
+/// newest file present (so the next write does not collide with a damaged
+/// one); an empty manifest if none is readable.
+fn load_manifest_tolerant(backend: &dyn Backend, sealer: &Sealer) -> Result<Manifest> {
+    let mut gens: Vec<u64> = backend
+        .list(FileKind::Manifest)?
+        .iter()
+        .filter_map(|f| manifest::parse_file_name(&f.name))
+        .collect();
+    gens.sort_unstable();
+    let newest = gens.last().copied().unwrap_or(0);
+    let mut m = gens
+        .iter()
+        .rev()
+        .find_map(|g| read_manifest(backend, sealer, *g).ok())
+        .unwrap_or_else(Manifest::empty);
+    m.generation = newest;
+    Ok(m)
 }

@@ -6,6 +6,7 @@ mod errors;
 mod lifecycle;
 mod malicious;
 mod modes;
+mod repair;
 mod roundtrip;
 mod spec;
 mod util;

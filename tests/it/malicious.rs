@@ -46,6 +46,7 @@ fn forge(env: &Env, name: &str, items: Vec<Item>, content: &[u8]) {
         passphrase: &Pass,
         dirs,
         load_index: true,
+        repair: false,
     };
     let mut repo = Repository::open(backend, &opts).unwrap();
     let writer = repo.writer(1);

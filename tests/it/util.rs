@@ -192,3 +192,10 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let diffs = strata::archive::compare::compare_trees(a, b).unwrap();
     assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
 }
+
+/// A complete lock file exists (temporary files start with `.`).
+pub fn has_lock(locks: &Path) -> bool {
+    std::fs::read_dir(locks)
+        .unwrap()
+        .any(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.'))
+}
