@@ -13,6 +13,10 @@ pub struct CheckArgs {
     /// decompress and re-hash every blob.
     #[arg(long)]
     pub verify_data: bool,
+    /// Verify data for at most SECONDS (implies --verify-data); the next
+    /// run continues with the packs this one did not reach.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_duration: Option<u64>,
     /// Show a live progress line.
     #[arg(short, long)]
     pub progress: bool,
@@ -52,8 +56,9 @@ pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
     let report = check(
         &repo,
         &CheckOptions {
-            verify_data: a.verify_data,
+            verify_data: a.verify_data || a.max_duration.is_some(),
             threads: common::threads(),
+            max_duration: a.max_duration.map(std::time::Duration::from_secs),
         },
         &progress,
     )?;
@@ -66,6 +71,7 @@ pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
             "ok": report.ok(), "errors": report.errors, "notes": report.notes,
             "packs": report.packs, "blobs": report.blobs, "archives": report.archives,
             "items": report.items, "bytes_verified": report.bytes_verified, "seconds": secs,
+            "packs_verified": report.packs_verified, "cycle_complete": report.cycle_complete,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -75,7 +81,19 @@ pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
         for n in &report.notes {
             eprintln!("note: {n}");
         }
-        let verified = if a.verify_data {
+        if a.max_duration.is_some() {
+            eprintln!(
+                "verified {} of {} packs in this run{}",
+                report.packs_verified.len(),
+                report.packs,
+                if report.cycle_complete {
+                    "; a full pass through all packs is complete"
+                } else {
+                    ""
+                }
+            );
+        }
+        let verified = if a.verify_data || a.max_duration.is_some() {
             format!(", {} read and verified", size(report.bytes_verified))
         } else {
             String::new()

@@ -20,6 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct CheckOptions {
     pub verify_data: bool,
     pub threads: usize,
+    /// Stop verifying packs after this long; the next run continues where
+    /// this one stopped (the position is kept in the client cache), so
+    /// repeated short runs cover every pack.
+    pub max_duration: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +37,10 @@ pub struct CheckReport {
     pub archives: u64,
     pub items: u64,
     pub bytes_verified: u64,
+    /// Packs read and verified in this run.
+    pub packs_verified: Vec<String>,
+    /// With `max_duration`: a whole rotation through the packs ended.
+    pub cycle_complete: bool,
 }
 
 impl CheckReport {
@@ -72,7 +80,11 @@ pub fn check(
         ));
     }
     if opts.verify_data {
-        verify_packs(repo, &packs, opts.threads.max(1), &mut report, progress);
+        let names = rotation(repo, &packs, opts.max_duration.is_some());
+        verify_packs(repo, names, opts, &mut report, progress);
+        if opts.max_duration.is_some() {
+            save_cursor(repo, &mut report, packs.keys().max());
+        }
     }
     Ok(report)
 }
@@ -199,18 +211,51 @@ pub(crate) fn check_archives(
     Ok(used)
 }
 
+fn cursor_file(repo: &Repository) -> std::path::PathBuf {
+    repo.dirs()
+        .repo_cache(&repo.config().id)
+        .join("verify-cursor")
+}
+
+/// The packs in name order, starting after the last one a partial run
+/// verified (wrapping around).
+fn rotation(repo: &Repository, packs: &HashMap<String, u64>, resume: bool) -> Vec<String> {
+    let mut names: Vec<String> = packs.keys().cloned().collect();
+    names.sort();
+    if resume && let Ok(last) = std::fs::read_to_string(cursor_file(repo)) {
+        let start = names.partition_point(|n| n.as_str() <= last.trim());
+        names.rotate_left(start);
+    }
+    names
+}
+
+fn save_cursor(repo: &Repository, report: &mut CheckReport, highest: Option<&String>) {
+    let Some(last) = report.packs_verified.last() else {
+        return;
+    };
+    // a rotation ends with the highest name
+    report.cycle_complete = highest.is_some_and(|h| report.packs_verified.contains(h));
+    if let Err(e) = crate::repo::client::replace_file(&cursor_file(repo), last.as_bytes()) {
+        report
+            .notes
+            .push(format!("could not save the verification position: {e}"));
+    }
+}
+
 fn verify_packs(
     repo: &Repository,
-    packs: &HashMap<String, u64>,
-    threads: usize,
+    names: Vec<String>,
+    opts: &CheckOptions,
     report: &mut CheckReport,
     progress: CheckProgress,
 ) {
+    let threads = opts.threads.max(1);
+    let started = std::time::Instant::now();
+    let mut sent = Vec::new();
     let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
     for (id, pack, loc) in repo.index().iter() {
         by_pack.entry(pack).or_default().push((*id, *loc));
     }
-    let names: Vec<String> = packs.keys().cloned().collect();
     let total = names.len() as u64;
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
@@ -233,12 +278,17 @@ fn verify_packs(
         }
         drop(rx);
         for n in names {
+            if opts.max_duration.is_some_and(|m| started.elapsed() >= m) && !sent.is_empty() {
+                break;
+            }
+            sent.push(n.clone());
             if tx.send(n).is_err() {
                 break;
             }
         }
         drop(tx);
     });
+    report.packs_verified = sent;
     report
         .errors
         .extend(errors.into_inner().unwrap_or_default());

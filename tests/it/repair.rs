@@ -165,3 +165,51 @@ fn a_healthy_repository_is_left_alone() {
     assert_eq!(r["clean"], true, "{r}");
     assert_eq!(repo_files(&env), before);
 }
+
+#[test]
+fn partial_verification_rotates_through_every_pack() {
+    let Setup { env, .. } = setup();
+    let packs: std::collections::BTreeSet<String> = walkdir::WalkDir::new(env.path("repo/data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(packs.len() >= 3, "{packs:?}");
+    // with no time at all, each run still verifies one pack, the next one
+    let mut seen = std::collections::BTreeSet::new();
+    let mut complete = false;
+    for _ in 0..packs.len() {
+        let v: serde_json::Value =
+            serde_json::from_str(&env.ok(&["check", "--max-duration", "0", "--json", &env.repo()]))
+                .unwrap();
+        let run: Vec<String> = v["packs_verified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(run.len(), 1, "{v}");
+        assert!(
+            seen.insert(run[0].clone()),
+            "pack verified twice before the rotation ended: {v}"
+        );
+        complete = v["cycle_complete"].as_bool().unwrap();
+    }
+    assert_eq!(seen, packs);
+    assert!(complete, "the last run should end a full pass");
+    // damage is found when the damaged pack's turn comes
+    let victim = biggest_pack(&env);
+    let mut d = std::fs::read(&victim).unwrap();
+    d[5000] ^= 1;
+    std::fs::write(&victim, d).unwrap();
+    let mut found = false;
+    for _ in 0..packs.len() {
+        found |= env
+            .run(&["check", "--max-duration", "0", &env.repo()])
+            .status
+            .code()
+            == Some(2);
+    }
+    assert!(found, "damage not found in a full rotation");
+}
