@@ -24,8 +24,25 @@ pub struct InitArgs {
     /// default) or as powers of two (`19,21,23`).
     #[arg(long, value_name = "PARAMS")]
     pub chunker_params: Option<String>,
+    /// Close packs at this size (`16M` default; 1M to 1G). Smaller packs
+    /// suit slow links and object stores, larger ones huge repositories.
+    #[arg(long, value_name = "SIZE")]
+    pub pack_size: Option<String>,
     /// Repository path.
     pub repository: String,
+}
+
+fn parse_size(s: &str) -> Result<u32> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--pack-size `{s}`: use a size like 16M"))?;
+    u32::try_from(n * mult).map_err(|_| anyhow::anyhow!("--pack-size `{s}` is too large"))
 }
 
 pub fn run(a: InitArgs) -> Result<i32> {
@@ -44,6 +61,10 @@ pub fn run(a: InitArgs) -> Result<i32> {
     } else {
         KdfParams::default_cost()
     };
+    let pack_size = match &a.pack_size {
+        Some(s) => parse_size(s)?,
+        None => strata::repo::config::DEFAULT_PACK_SIZE,
+    };
     let backend = loc.backend()?;
     let dirs = ClientDirs::from_env();
     let config = init(
@@ -53,6 +74,7 @@ pub fn run(a: InitArgs) -> Result<i32> {
             cipher,
             chunker,
             kdf_cost,
+            pack_size,
         },
         &CliPassphrase,
         &dirs,

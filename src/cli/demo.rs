@@ -49,6 +49,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         cipher: Cipher::default_for_cpu(),
         chunker: ChunkerParams::default(),
         kdf_cost: KdfParams::default_cost(),
+        pack_size: strata::repo::config::DEFAULT_PACK_SIZE,
     };
     let cfg = init(backend.as_ref(), &opts, &DemoPass, &dirs)?;
     println!(

@@ -145,11 +145,13 @@ fn make_plan(
         if !old_enough(p.modified) {
             continue;
         }
-        let unused = p.size.saturating_sub(p.used_bytes);
+        // Header and trailer of a pack holding exactly its indexed blobs.
+        let overhead = 64 + (crate::repo::pack::PACK_HEADER_ENTRY_LEN * p.blobs.len()) as u64;
+        let unused = p.size.saturating_sub(p.used_bytes + overhead);
         if p.used_bytes == 0 {
             plan.delete.push(*id);
             plan.bytes_freed += p.size;
-        } else if unused * 100 >= p.size * opts.threshold_pct as u64 {
+        } else if unused > 0 && unused * 100 >= p.size * opts.threshold_pct as u64 {
             plan.rewrite.push(*id);
             plan.bytes_freed += unused;
         }

@@ -11,6 +11,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const CONFIG_FILE: &str = "config";
 /// Packs are closed once they reach this size.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+pub const MIN_PACK_SIZE: u32 = 1024 * 1024;
+pub const MAX_PACK_SIZE: u32 = 1024 * 1024 * 1024;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkerConfig {
@@ -91,7 +93,7 @@ impl RepoConfig {
             )));
         }
         c.chunker.params.validate()?;
-        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&c.pack_size) {
+        if !(MIN_PACK_SIZE..=MAX_PACK_SIZE).contains(&c.pack_size) {
             return Err(Error::corrupt(format!(
                 "config of {location}: pack size {}",
                 c.pack_size

@@ -36,6 +36,8 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     /// Argon2id (memory KiB, iterations, parallelism).
     pub kdf_cost: (u32, u32, u32),
+    /// Target pack size in bytes (1 MiB ..= 1 GiB).
+    pub pack_size: u32,
 }
 
 /// Creates a repository; returns its config.
@@ -46,7 +48,14 @@ pub fn init(
     dirs: &ClientDirs,
 ) -> Result<RepoConfig> {
     opts.chunker.validate()?;
-    let config = RepoConfig::new(opts.mode, Some(opts.cipher), opts.chunker)?;
+    let mut config = RepoConfig::new(opts.mode, Some(opts.cipher), opts.chunker)?;
+    if !(config::MIN_PACK_SIZE..=config::MAX_PACK_SIZE).contains(&opts.pack_size) {
+        return Err(Error::invalid(format!(
+            "pack size {} is outside 1 MiB ..= 1 GiB",
+            opts.pack_size
+        )));
+    }
+    config.pack_size = opts.pack_size;
     if opts.mode == Mode::Keyfile && dirs.key_file(&config.id).exists() {
         return Err(Error::invalid(
             "a key file for this repository id already exists",

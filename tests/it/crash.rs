@@ -1,97 +1,195 @@
-//! Crash safety: `create` killed (abort, like kill -9 or a power cut) before
-//! each of its file writes in turn leaves a repository whose archives all
-//! restore, and the next `create` succeeds.
+//! Crash safety: an operation killed (abort: like kill -9 or a power cut,
+//! no destructors, no flushing) just before or just after each of its
+//! writes and deletes in turn leaves a repository that opens, passes
+//! `check --verify-data`, restores every committed archive exactly, and on
+//! which running the operation again succeeds.
 
 use crate::util::*;
+use std::path::{Path, PathBuf};
 
-#[test]
-fn create_crashing_at_every_write_leaves_a_valid_repository() {
+fn copy_of(template: &Env) -> Env {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    for i in 0..2 {
-        std::fs::write(src.join(format!("f{i}")), random(&format!("f{i}"), 1 << 20)).unwrap();
-    }
-    env.init(&["--chunker-params", "64K,256K,1M"]);
-    env.ok(&[
-        "create",
-        &format!("{}::base", env.repo()),
-        src.to_str().unwrap(),
-    ]);
-    let mut good = vec!["base".to_string()];
-    let mut crashed = 0;
-    for at in 1.. {
-        // 17 MiB of new data each round: two packs (16 MiB each at most),
-        // an index file, the archive's pack, its index and a manifest, so
-        // every kind of write is a crash point.
-        std::fs::write(
-            src.join("changing"),
-            random(&format!("round{at}"), 17 << 20),
-        )
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", template.dir.path().display()))
+        .arg(env.dir.path())
+        .status()
         .unwrap();
-        let name = format!("try{at}");
+    assert!(ok.success());
+    env
+}
+
+/// Runs `op` on a fresh copy of `template` with a crash at mutation 1, 2, …
+/// (before or after it) until it runs to the end; calls `verify` after each
+/// crash. Returns the number of crash points.
+fn crash_points(
+    template: &Env,
+    op: &dyn Fn(&Env) -> Vec<String>,
+    when: &str,
+    verify: &dyn Fn(&Env, u32),
+) -> u32 {
+    for at in 1u32.. {
+        let env = copy_of(template);
+        let args = op(&env);
         let out = env
             .cmd()
             .env("STRATA_FAULT_CRASH_AT", at.to_string())
-            .args([
-                "create",
-                &format!("{}::{name}", env.repo()),
-                src.to_str().unwrap(),
-            ])
+            .env("STRATA_FAULT_CRASH_WHEN", when)
+            .args(&args)
             .output()
             .unwrap();
-        if out.status.success() {
-            good.push(name);
-            break; // `at` is beyond the last write: every point was covered
+        if out.status.code().is_some() {
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "{args:?} failed without a crash: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return at - 1;
         }
-        assert_eq!(
-            out.status.code(),
-            None,
-            "expected an abort at write {at}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        verify(&env, at);
+        // running it again completes the job
+        let again = env.cmd().args(&args).output().unwrap();
+        assert!(
+            matches!(again.status.code(), Some(0 | 1)),
+            "{args:?} after a crash {when} mutation {at}: {}",
+            String::from_utf8_lossy(&again.stderr)
         );
-        crashed += 1;
-        // the repository lists exactly the committed archives (the new one
-        // too if the crash came after its manifest was written: deleting
-        // old manifest generations is housekeeping after the commit)...
-        let listed: Vec<String> = env
-            .ok(&["list", "--short", &env.repo()])
-            .lines()
-            .map(String::from)
-            .collect();
-        if listed.last() == Some(&name) {
-            good.push(name);
-        }
-        assert_eq!(listed, good, "after a crash at write {at}");
-        // ...and every one of them is complete: check follows every
-        // archive to every chunk, and --verify-data reads and authenticates
-        // every blob (cheaper than extracting each archive every round)
         env.ok(&["check", "--verify-data", &env.repo()]);
-        env.ok(&[
-            "extract",
-            "--dry-run",
-            &format!("{}::{}", env.repo(), good.last().unwrap()),
-        ]);
-        // the next backup works (the dead process's lock is stale)
-        let next = format!("after{at}");
-        env.ok(&[
-            "create",
-            &format!("{}::{next}", env.repo()),
-            src.to_str().unwrap(),
-        ]);
-        good.push(next);
     }
-    assert!(
-        crashed >= 5,
-        "only {crashed} crash points: the test data is too small"
-    );
-    let dest = env.path("final");
-    std::fs::create_dir(&dest).unwrap();
+    unreachable!()
+}
+
+fn restores(env: &Env, archive: &str, src: &Path) {
+    let dest = env.path(&format!("restore-{archive}"));
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir_all(&dest).unwrap();
     env.ok(&[
         "extract",
         "--target",
         dest.to_str().unwrap(),
-        &format!("{}::{}", env.repo(), good.last().unwrap()),
+        &format!("{}::{archive}", env.repo()),
     ]);
-    assert_same_tree(&src, &restored(&dest, &src));
+    assert_same_tree(src, &restored(&dest, src));
+}
+
+/// A repository with small packs, so that one operation has many writes.
+fn template(archives: &[&str]) -> (Env, PathBuf) {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("base"), random("base", 1 << 20)).unwrap();
+    env.init(&["--chunker-params", "64K,256K,1M", "--pack-size", "1M"]);
+    for a in archives {
+        env.ok(&[
+            "create",
+            &format!("{}::{a}", env.repo()),
+            src.to_str().unwrap(),
+        ]);
+    }
+    (env, src)
+}
+
+#[test]
+fn create_crashing_before_or_after_any_mutation() {
+    let (template, src) = template(&["base"]);
+    // the new backup: 3 MiB of new data, so several packs and an index
+    let new_src = template.path("src2");
+    std::fs::create_dir(&new_src).unwrap();
+    std::fs::write(new_src.join("new"), random("new", 3 << 20)).unwrap();
+    let op = |env: &Env| {
+        vec![
+            "create".to_string(),
+            format!("{}::new", env.repo()),
+            env.path("src2").display().to_string(),
+        ]
+    };
+    for when in ["before", "after"] {
+        let verify = |env: &Env, at: u32| {
+            let listed = env.ok(&["list", "--short", &env.repo()]);
+            assert!(
+                listed == "base\n" || listed == "base\nnew\n",
+                "{when} {at}: {listed}"
+            );
+            env.ok(&["check", "--verify-data", &env.repo()]);
+            restores(env, "base", &src);
+            if listed.contains("new") {
+                // committed just before the crash: complete and restorable;
+                // renamed so that running the same command again can work
+                restores(env, "new", &env.path("src2"));
+                env.ok(&["rename", &format!("{}::new", env.repo()), "new-committed"]);
+            }
+        };
+        let points = crash_points(&template, &op, when, &verify);
+        assert!(points >= 8, "{when}: only {points} mutations");
+    }
+}
+
+#[test]
+fn prune_crashing_before_or_after_any_mutation() {
+    let (template, src) = template(&["a1", "a2", "a3", "a4"]);
+    let op = |env: &Env| {
+        vec![
+            "prune".to_string(),
+            "--keep-last".into(),
+            "1".into(),
+            env.repo(),
+        ]
+    };
+    for when in ["before", "after"] {
+        let verify = |env: &Env, at: u32| {
+            let listed = env.ok(&["list", "--short", &env.repo()]);
+            assert!(
+                listed == "a1\na2\na3\na4\n" || listed == "a4\n",
+                "{when} {at}: {listed}"
+            );
+            env.ok(&["check", "--verify-data", &env.repo()]);
+            restores(env, "a4", &src);
+        };
+        let points = crash_points(&template, &op, when, &verify);
+        assert!(points >= 3, "{when}: only {points} mutations");
+    }
+}
+
+#[test]
+fn repair_crashing_before_or_after_any_mutation() {
+    let (template, src) = template(&["a"]);
+    // damage one pack: repair must salvage, reindex and delete
+    let pack = walkdir::WalkDir::new(template.path("repo/data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .into_path();
+    let mut d = std::fs::read(&pack).unwrap();
+    d[100] ^= 1;
+    std::fs::write(&pack, d).unwrap();
+    // the lost chunk comes back from a second source holding the same data
+    let op = |env: &Env| vec!["check".to_string(), "--repair".into(), env.repo()];
+    for when in ["before", "after"] {
+        let verify = |env: &Env, at: u32| {
+            // a crashed repair leaves a repository that opens and lists
+            assert_eq!(
+                env.ok(&["list", "--short", &env.repo()]),
+                "a\n",
+                "{when} {at}"
+            );
+            let r = env.run(&["check", "--repair", "--json", &env.repo()]);
+            assert!(
+                matches!(r.status.code(), Some(0 | 1)),
+                "repair after a crash {when} {at}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            // the data heals from a new backup of the same source
+            env.ok(&[
+                "create",
+                &format!("{}::heal", env.repo()),
+                src.to_str().unwrap(),
+            ]);
+            env.ok(&["check", "--verify-data", &env.repo()]);
+            restores(env, "a", &src);
+        };
+        let points = crash_points(&template, &op, when, &verify);
+        assert!(points >= 3, "{when}: only {points} mutations");
+    }
 }
