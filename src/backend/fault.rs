@@ -42,6 +42,50 @@ impl<B: Backend> CrashAt<B> {
     }
 }
 
+/// Refuses every delete except of lock files: the client-side half of an
+/// append-only repository (the serving side enforces it for remote ones).
+pub struct AppendOnly(pub std::sync::Arc<dyn Backend>);
+
+impl Backend for AppendOnly {
+    fn location(&self) -> &str {
+        self.0.location()
+    }
+    fn identity(&self) -> String {
+        self.0.identity()
+    }
+    fn create(&self) -> Result<()> {
+        self.0.create()
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        self.0.list(kind)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.0.read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        self.0.read_range(kind, name, offset, len)
+    }
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.0.write(kind, name, data)
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        if kind == FileKind::Lock {
+            return self.0.delete(kind, name);
+        }
+        Err(crate::error::Error::invalid(format!(
+            "append-only repository {}: refusing to delete {}/{name}",
+            self.0.location(),
+            kind.dir()
+        )))
+    }
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        self.0.exists(kind, name)
+    }
+    fn space(&self) -> Result<Space> {
+        self.0.space()
+    }
+}
+
 /// Wraps `b` when the crash variable is set.
 pub fn wrap_from_env<B: Backend + 'static>(b: B) -> Box<dyn Backend> {
     let after = std::env::var(CRASH_WHEN_ENV).is_ok_and(|w| w == "after");

@@ -28,6 +28,11 @@ pub struct InitArgs {
     /// suit slow links and object stores, larger ones huge repositories.
     #[arg(long, value_name = "SIZE")]
     pub pack_size: Option<String>,
+    /// Never delete anything: delete and prune only write new manifest
+    /// generations (the old ones keep the dropped archives), compact and
+    /// repair refuse.
+    #[arg(long)]
+    pub append_only: bool,
     /// Repository path.
     pub repository: String,
 }
@@ -75,6 +80,7 @@ pub fn run(a: InitArgs) -> Result<i32> {
             chunker,
             kdf_cost,
             pack_size,
+            append_only: a.append_only,
         },
         &CliPassphrase,
         &dirs,

@@ -50,6 +50,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         chunker: ChunkerParams::default(),
         kdf_cost: KdfParams::default_cost(),
         pack_size: strata::repo::config::DEFAULT_PACK_SIZE,
+        append_only: false,
     };
     let cfg = init(backend.as_ref(), &opts, &DemoPass, &dirs)?;
     println!(

@@ -68,7 +68,7 @@ pub fn check(
     report.blobs = repo.index().len() as u64;
     check_index_against_packs(repo, &packs, &mut report);
     check_old_manifests(repo, &mut report)?;
-    let referenced = check_archives(repo, &mut report, progress)?;
+    let referenced = check_archives(repo, &repo.manifest().archives, &mut report, progress)?;
     let unused = repo
         .index()
         .iter()
@@ -145,12 +145,13 @@ fn check_old_manifests(repo: &Repository, report: &mut CheckReport) -> Result<()
 /// Walks every archive and item; returns every blob id they reference.
 pub(crate) fn check_archives(
     repo: &Repository,
+    archives: &[crate::repo::manifest::ArchiveRef],
     report: &mut CheckReport,
     progress: CheckProgress,
 ) -> Result<HashSet<BlobId>> {
     let mut used = HashSet::new();
-    let total = repo.manifest().archives.len() as u64;
-    for (n, r) in repo.manifest().archives.iter().enumerate() {
+    let total = archives.len() as u64;
+    for (n, r) in archives.iter().enumerate() {
         progress(&format!("archive {}", r.name), n as u64, total);
         report.archives += 1;
         used.insert(r.id);

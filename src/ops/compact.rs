@@ -66,14 +66,29 @@ struct PackUse {
 }
 
 pub fn compact(repo: &mut Repository, opts: &CompactOptions) -> Result<CompactReport> {
+    if repo.config().append_only {
+        return Err(Error::invalid(
+            "this repository is append-only: nothing may be deleted; compact it where it is not append-only",
+        ));
+    }
     let mut errors = CheckReport::default();
-    let used = check_archives(repo, &mut errors, &|_, _, _| {})?;
+    let mut used = check_archives(repo, &repo.manifest().archives, &mut errors, &|_, _, _| {})?;
     if !errors.ok() {
         return Err(Error::corrupt(format!(
             "compact refuses to delete anything while archives are damaged ({}); run `strata check`",
             errors.errors.first().cloned().unwrap_or_default()
         )));
     }
+    // Archives dropped by a manifest written within the grace period stay
+    // recoverable (from that older generation) until the period ends: a
+    // rogue or mistaken prune is not made final by the next compact.
+    let recent = recently_dropped_archives(repo, opts.grace)?;
+    used.extend(check_archives(
+        repo,
+        &recent,
+        &mut CheckReport::default(),
+        &|_, _, _| {},
+    )?);
     let packs = pack_usage(repo, &used)?;
     let now = chrono::Utc::now().timestamp();
     let plan = make_plan(&packs, repo, opts, now)?;
@@ -98,6 +113,31 @@ pub fn compact(repo: &mut Repository, opts: &CompactOptions) -> Result<CompactRe
         repo.backend().delete(FileKind::Pack, name)?;
     }
     Ok(report)
+}
+
+/// Archives in manifest generations younger than `grace` that the current
+/// manifest no longer lists.
+fn recently_dropped_archives(
+    repo: &Repository,
+    grace: Duration,
+) -> Result<Vec<crate::repo::manifest::ArchiveRef>> {
+    let now = chrono::Utc::now().timestamp();
+    let current: HashSet<BlobId> = repo.manifest().archives.iter().map(|a| a.id).collect();
+    let mut out = Vec::new();
+    for f in repo.backend().list(FileKind::Manifest)? {
+        let Some(g) = crate::repo::manifest::parse_file_name(&f.name) else {
+            continue;
+        };
+        if g == repo.manifest().generation
+            || now.saturating_sub(f.modified) >= grace.as_secs() as i64
+        {
+            continue;
+        }
+        if let Ok(m) = crate::repo::read_manifest(repo.backend().as_ref(), repo.sealer(), g) {
+            out.extend(m.archives.into_iter().filter(|a| !current.contains(&a.id)));
+        }
+    }
+    Ok(out)
 }
 
 fn pack_usage(repo: &Repository, used: &HashSet<BlobId>) -> Result<HashMap<PackId, PackUse>> {

@@ -38,6 +38,11 @@ pub struct RepairReport {
 }
 
 pub fn repair(repo: &mut Repository) -> Result<RepairReport> {
+    if repo.config().append_only {
+        return Err(crate::error::Error::invalid(
+            "this repository is append-only: repair deletes damaged files; run it where the repository is not append-only",
+        ));
+    }
     let mut report = RepairReport::default();
     let manifest_ok = newest_manifest_readable(repo)?;
     let packs = salvage_packs(repo, &mut report)?;

@@ -35,6 +35,12 @@ pub struct RepoConfig {
     /// repositories derive the seed from the master secret instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_chunker_seed: Option<String>,
+    /// Nothing in the repository is ever deleted: `delete`/`prune` only
+    /// write new manifest generations (old ones stay, as tombstones of the
+    /// dropped archives), and `compact` refuses. The store enforces this
+    /// too when it serves the repository (see the SSH issue).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
     pub created: String,
 }
 
@@ -61,6 +67,7 @@ impl RepoConfig {
             },
             pack_size: DEFAULT_PACK_SIZE,
             public_chunker_seed,
+            append_only: false,
             created: chrono::Utc::now().to_rfc3339(),
         })
     }

@@ -38,6 +38,7 @@ pub struct InitOptions {
     pub kdf_cost: (u32, u32, u32),
     /// Target pack size in bytes (1 MiB ..= 1 GiB).
     pub pack_size: u32,
+    pub append_only: bool,
 }
 
 /// Creates a repository; returns its config.
@@ -56,6 +57,7 @@ pub fn init(
         )));
     }
     config.pack_size = opts.pack_size;
+    config.append_only = opts.append_only;
     if opts.mode == Mode::Keyfile && dirs.key_file(&config.id).exists() {
         return Err(Error::invalid(
             "a key file for this repository id already exists",
@@ -133,6 +135,11 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let config = RepoConfig::parse(&config_bytes, &location)?;
+        let backend: Arc<dyn Backend> = if config.append_only {
+            Arc::new(crate::backend::fault::AppendOnly(backend))
+        } else {
+            backend
+        };
         let loc_path = opts.dirs.location_file(&backend.identity());
         if let Some(rec) = LocationRecord::load(&loc_path)
             && rec.id != config.id
@@ -323,6 +330,9 @@ impl Repository {
     }
 
     fn trim_manifests(&self, generation: u64) -> Result<()> {
+        if self.config.append_only {
+            return Ok(()); // every generation stays: the history of the archive list
+        }
         for f in self.backend.list(FileKind::Manifest)? {
             if let Some(g) = manifest::parse_file_name(&f.name)
                 && g.saturating_add(manifest::MANIFEST_KEEP as u64) <= generation

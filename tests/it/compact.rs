@@ -248,3 +248,104 @@ fn compact_on_a_full_disk_fails_cleanly_then_succeeds() {
     ]);
     assert_same_tree(&src, &restored(&dest, &src));
 }
+
+fn age_files(dir: &Path, secs: i64) {
+    let t = chrono::Utc::now().timestamp() - secs;
+    let ts = rustix::fs::Timespec {
+        tv_sec: t,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    };
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+    {
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            e.path(),
+            &times,
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn archives_dropped_within_the_grace_period_keep_their_data() {
+    let env = Env::new();
+    let src = setup(&env); // `a` was deleted just now
+    age_files(&env.path("repo/data"), 7200);
+    let before = du(&env.path("repo/data"));
+    env.ok(&["compact", "--threshold", "0", &env.repo()]);
+    assert_eq!(
+        du(&env.path("repo/data")),
+        before,
+        "data of a just-deleted archive was reclaimed"
+    );
+    // once the manifests that still list it are older than the grace period
+    age_files(&env.path("repo/manifest"), 7200);
+    env.ok(&["compact", "--threshold", "0", &env.repo()]);
+    assert!(du(&env.path("repo/data")) + (3 << 20) < before);
+    env.ok(&["check", "--verify-data", &env.repo()]);
+    assert_b_restores(&env, &src);
+}
+
+#[test]
+fn append_only_repositories_never_lose_a_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), random("f", 1 << 20)).unwrap();
+    env.init(&["--append-only"]);
+    let files = |env: &Env| -> std::collections::BTreeSet<String> {
+        walkdir::WalkDir::new(env.path("repo"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && !e.path().starts_with(env.path("repo/locks")))
+            .map(|e| e.path().display().to_string())
+            .collect()
+    };
+    let mut seen = files(&env);
+    let mut step = |args: &[&str], expect_ok: bool| {
+        let out = env.run(args);
+        assert_eq!(
+            out.status.success(),
+            expect_ok,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let now = files(&env);
+        assert!(now.is_superset(&seen), "{args:?} deleted a file");
+        seen = now;
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for n in ["a", "b", "c", "d"] {
+        step(
+            &[
+                "create",
+                &format!("{}::{n}", env.repo()),
+                src.to_str().unwrap(),
+            ],
+            true,
+        );
+    }
+    step(&["delete", &format!("{}::a", env.repo())], true);
+    step(&["prune", "--keep-last", "1", &env.repo()], true);
+    let err = step(&["compact", "--grace-period", "0", &env.repo()], false);
+    assert!(err.contains("append-only"), "{err}");
+    let err = step(&["check", "--repair", &env.repo()], false);
+    assert!(err.contains("append-only"), "{err}");
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "d\n");
+    // every manifest generation is still there: the dropped archives' history
+    assert_eq!(
+        std::fs::read_dir(env.path("repo/manifest"))
+            .unwrap()
+            .count(),
+        6
+    );
+    env.ok(&["check", "--verify-data", &env.repo()]);
+}
