@@ -125,6 +125,9 @@ pub fn open_with(
         dirs: ClientDirs::from_env(),
         load_index,
         repair,
+        lock_notice: Some(&|holder: &str| {
+            eprintln!("strata: waiting up to {lock_wait} s for {holder}")
+        }),
     };
     Ok(Repository::open(backend, &opts)?)
 }

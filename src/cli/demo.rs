@@ -68,6 +68,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
                 dirs: dirs.clone(),
                 load_index: true,
                 repair: false,
+                lock_notice: None,
             },
         )
     };

@@ -169,9 +169,16 @@ fn conflict(backend: &dyn Backend, ours: &str, exclusive: bool) -> Result<Option
 }
 
 /// Takes a lock, waiting up to `wait` for conflicting holders to finish.
-pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, wait: Duration) -> Result<LockGuard> {
+/// `waiting` is told once, with the holder, when we start to wait.
+pub fn acquire(
+    backend: Arc<dyn Backend>,
+    exclusive: bool,
+    wait: Duration,
+    waiting: &dyn Fn(&str),
+) -> Result<LockGuard> {
     let deadline = Instant::now() + wait;
     let mut backoff = Duration::from_millis(50);
+    let mut told = false;
     loop {
         let name = write_lock(backend.as_ref(), exclusive)?;
         match conflict(backend.as_ref(), &name, exclusive)? {
@@ -183,6 +190,10 @@ pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, wait: Duration) -> Re
                         repo: backend.location().to_string(),
                         holder: holder.describe(),
                     });
+                }
+                if !told {
+                    waiting(&holder.describe());
+                    told = true;
                 }
                 // Waiting for another process to release its lock: a timed
                 // retry is the only signal a dumb file store offers.

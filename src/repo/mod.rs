@@ -108,6 +108,8 @@ pub struct OpenOptions<'a> {
     pub dirs: ClientDirs,
     /// Skip loading the index (commands that only read the manifest).
     pub load_index: bool,
+    /// Told when we start waiting for another process's lock.
+    pub lock_notice: Option<&'a dyn Fn(&str)>,
     /// For `check --repair`: skip unreadable index files, fall back to an
     /// older manifest generation, and accept a generation older than seen.
     pub repair: bool,
@@ -166,7 +168,11 @@ impl Repository {
         }
         let keys = load_keys(backend.as_ref(), &config, opts)?;
         let sealer = Arc::new(Sealer::new(keys)?);
-        let lock = lock::acquire(backend.clone(), opts.exclusive, opts.lock_wait)?;
+        let lock = lock::acquire(backend.clone(), opts.exclusive, opts.lock_wait, &|holder| {
+            if let Some(notice) = opts.lock_notice {
+                notice(holder)
+            }
+        })?;
         let manifest = if opts.repair {
             load_manifest_tolerant(backend.as_ref(), &sealer)?
         } else {

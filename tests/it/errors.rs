@@ -221,3 +221,51 @@ fn full_disk_fails_cleanly_and_keeps_the_repository() {
     ]);
     assert_same_tree(&small, &restored(&dest, &small));
 }
+
+#[test]
+fn a_second_writer_waits_for_the_lock_then_succeeds() {
+    let env = Env::new();
+    env.init(&[]);
+    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .args(["create", &format!("{}::first", env.repo()), "-"])
+        .env("STRATA_PASSPHRASE", "test passphrase")
+        .env("STRATA_CACHE_DIR", env.path("cache"))
+        .env("STRATA_INSECURE_FAST_KDF", "1")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locks = env.path("repo/locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !has_lock(&locks) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writer never took its lock"
+        );
+        std::thread::yield_now();
+    }
+    let mut waiter = env
+        .std_cmd()
+        .args([
+            "--lock-wait",
+            "60",
+            "create",
+            &format!("{}::second", env.repo()),
+            env.path("repo/config").to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the waiter says when it starts waiting: only then let the holder end
+    use std::io::{BufRead, Write};
+    let mut err = std::io::BufReader::new(waiter.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("waiting up to 60 s for an exclusive lock"),
+        "{line}"
+    );
+    holder.stdin.take().unwrap().write_all(b"data").unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert!(waiter.wait().unwrap().success());
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), "first\nsecond\n");
+}

@@ -47,6 +47,7 @@ fn forge(env: &Env, name: &str, items: Vec<Item>, content: &[u8]) {
         dirs,
         load_index: true,
         repair: false,
+        lock_notice: None,
     };
     let mut repo = Repository::open(backend, &opts).unwrap();
     let writer = repo.writer(1);

@@ -138,3 +138,60 @@ fn wrong_passphrase_is_one_clear_line() {
         .assert()
         .success();
 }
+
+#[test]
+fn a_pack_swapped_for_another_is_rejected_not_misread() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        std::fs::write(src.join(format!("f{i}")), random(&format!("f{i}"), 900_000)).unwrap();
+    }
+    env.init(&[
+        "--encryption",
+        "authenticated",
+        "--chunker-params",
+        "64K,256K,1M",
+        "--pack-size",
+        "1M",
+    ]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    // the store puts one pack's bytes under another pack's name: every blob
+    // now sits under an id and offset it was not sealed for
+    let mut packs: Vec<_> = walkdir::WalkDir::new(env.path("repo/data"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let (small, big) = (
+        packs[packs.len() - 2].clone(),
+        packs[packs.len() - 1].clone(),
+    );
+    std::fs::copy(&small, &big).unwrap();
+    let dest = env.path("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    let out = env.run(&[
+        "extract",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{}::a", env.repo()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("authentication failed") || err.contains("corrupt") || err.contains("reading"),
+        "{err}"
+    );
+    assert_eq!(
+        env.run(&["check", "--verify-data", &env.repo()])
+            .status
+            .code(),
+        Some(2)
+    );
+}

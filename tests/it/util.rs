@@ -42,6 +42,20 @@ impl Env {
         c
     }
 
+    /// The same as `cmd`, as a std `Command` (to spawn and wait later).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+        c.env("STRATA_PASSPHRASE", "test passphrase")
+            .env("STRATA_CACHE_DIR", self.path("cache"))
+            .env("STRATA_KEYS_DIR", self.path("keys"))
+            .env("STRATA_INSECURE_FAST_KDF", "1")
+            .env_remove("STRATA_REPO")
+            .env_remove("STRATA_PASSCOMMAND")
+            .env_remove("STRATA_FAULT_CRASH_AT")
+            .current_dir(self.dir.path());
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         self.cmd().args(args).output().unwrap()
     }
