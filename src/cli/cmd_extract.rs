@@ -63,7 +63,15 @@ pub fn run(a: ExtractArgs, lock_wait: u64) -> Result<i32> {
         dry_run: a.dry_run,
         threads: common::threads(),
     };
-    let mut term = Terminal::new(a.list, a.progress, "restored");
+    let total = if opts.paths.is_empty() && opts.strip_components == 0 {
+        Some(archive.stats.original_size)
+    } else {
+        None
+    };
+    let mut term = match total {
+        Some(t) => Terminal::with_total(a.list, a.progress, "restored", t),
+        None => Terminal::new(a.list, a.progress, "restored"),
+    };
     let started = std::time::Instant::now();
     let r = extract(&repo, &archive, &opts, &mut term);
     term.finish();

@@ -13,6 +13,8 @@ pub struct Terminal {
     last: Instant,
     pub warnings: u64,
     verb: &'static str,
+    /// The bar counts bytes toward a known total.
+    total: bool,
 }
 
 impl Terminal {
@@ -32,7 +34,25 @@ impl Terminal {
             last: Instant::now(),
             warnings: 0,
             verb,
+            total: false,
         }
+    }
+
+    /// A bar with a known total of bytes (extract: the archive's size).
+    pub fn with_total(list: bool, progress: bool, verb: &'static str, total: u64) -> Self {
+        let mut t = Self::new(list, false, verb);
+        if progress {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+                    .map(|s| s.progress_chars("=> "))
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            t.bar = Some(b);
+            t.total = true;
+        }
+        t
     }
 
     fn println(&self, line: &str) {
@@ -67,6 +87,11 @@ impl Observer for Terminal {
             return;
         }
         self.last = Instant::now();
+        if self.total {
+            bar.set_position(p.original);
+            bar.set_message(format!("{} files", p.files));
+            return;
+        }
         let mut path = p.path.clone();
         if path.len() > 50 {
             let cut = path.len() - 47;
