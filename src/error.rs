@@ -69,6 +69,10 @@ pub enum Error {
     ArchiveExists(String),
     #[error("unsafe path in archive, skipped: {0}")]
     UnsafePath(String),
+    #[error("{0}")]
+    Remote(String),
+    #[error("refused by the server: {0}")]
+    Denied(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("unsupported repository: {0}")]

@@ -23,6 +23,14 @@ impl LocalBackend {
         &self.root
     }
 
+    /// Size of one file (for quota accounting when serving).
+    pub fn file_size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let path = self.path(kind, name)?;
+        Ok(fs::metadata(&path)
+            .ctx(|| format!("stat {}", path.display()))?
+            .len())
+    }
+
     fn path(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
         if !valid_name(name) {
             return Err(Error::invalid(format!("bad repository file name `{name}`")));

@@ -12,6 +12,7 @@
 
 pub mod fault;
 pub mod local;
+pub mod remote;
 
 use crate::error::Result;
 

@@ -70,7 +70,7 @@ pub fn run(a: InitArgs) -> Result<i32> {
         Some(s) => parse_size(s)?,
         None => strata::repo::config::DEFAULT_PACK_SIZE,
     };
-    let backend = loc.backend()?;
+    let backend = loc.backend_for(true)?;
     let dirs = ClientDirs::from_env();
     let config = init(
         backend.as_ref(),

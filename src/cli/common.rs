@@ -7,8 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata::backend::Backend;
 use strata::backend::local::LocalBackend;
+use strata::backend::remote::{RemoteBackend, RemoteUrl};
 use strata::repo::client::ClientDirs;
 use strata::repo::{OpenOptions, Passphrase, Repository};
+
+static REMOTE_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `--remote-path`: the strata program on servers.
+pub fn set_remote_path(p: &str) {
+    let _ = REMOTE_PATH.set(p.to_string());
+}
 
 /// `REPO`, `REPO::ARCHIVE`, `::ARCHIVE` (with STRATA_REPO).
 #[derive(Clone, Debug)]
@@ -40,13 +48,15 @@ impl Location {
     }
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
-        if self.repo.starts_with("ssh://")
-            || self.repo.contains(':') && !self.repo.starts_with('/') && !self.repo.starts_with('.')
-        {
-            bail!(
-                "{}: remote repositories (ssh://, user@host:path) are not supported yet; use a local path",
-                self.repo
-            );
+        self.backend_for(false)
+    }
+
+    /// The backend; `create` asks a remote server to allow creating it.
+    pub fn backend_for(&self, create: bool) -> Result<Arc<dyn Backend>> {
+        if let Some(url) = RemoteUrl::parse(&self.repo) {
+            let remote_path = REMOTE_PATH.get().map(String::as_str).unwrap_or("strata");
+            let remote = RemoteBackend::connect(&url, &self.repo, create, remote_path)?;
+            return Ok(Arc::from(strata::backend::fault::wrap_from_env(remote)));
         }
         let local = LocalBackend::new(PathBuf::from(&self.repo));
         Ok(Arc::from(strata::backend::fault::wrap_from_env(local)))

@@ -12,6 +12,7 @@ mod cmd_init;
 mod cmd_key;
 mod cmd_list;
 mod cmd_prune;
+mod cmd_serve;
 pub mod common;
 mod demo;
 mod filters;
@@ -41,6 +42,15 @@ pub struct Cli {
     /// Wait up to SECONDS for another process's lock on the repository.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 1)]
     pub lock_wait: u64,
+    /// The strata program on the server of ssh:// repositories.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "STRATA_REMOTE_PATH",
+        default_value = "strata"
+    )]
+    pub remote_path: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -71,6 +81,8 @@ pub enum Command {
     Rename(cmd_delete::RenameArgs),
     /// Export, import, or change the passphrase of a repository key.
     Key(cmd_key::KeyArgs),
+    /// Serve repositories to clients over SSH (an authorized_keys forced command).
+    Serve(cmd_serve::ServeArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
     BreakLock(cmd_init::BreakLockArgs),
     /// A guided tour: back up a sample tree, list, restore, verify, show stats.
@@ -87,6 +99,7 @@ pub fn run() -> i32 {
             return code;
         }
     };
+    common::set_remote_path(&cli.remote_path);
     let result = match cli.command {
         Command::Init(a) => cmd_init::run(a),
         Command::Create(a) => cmd_create::run(a, cli.lock_wait),
@@ -100,6 +113,7 @@ pub fn run() -> i32 {
         Command::Prune(a) => cmd_prune::run(a, cli.lock_wait),
         Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
         Command::Key(a) => cmd_key::run(a),
+        Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),
     };

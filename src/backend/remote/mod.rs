@@ -1,0 +1,407 @@
+//! A repository on another machine, reached through `strata serve` over SSH
+//! (the system `ssh`, or whatever `STRATA_RSH` names).
+//!
+//! Requests from any number of threads are in flight at once: each gets an
+//! id, a reader thread hands every response to its caller, so a slow link
+//! is not bound by round trips.
+
+pub mod proto;
+pub mod server;
+
+use super::{Backend, FileInfo, FileKind, Space};
+use crate::error::{Error, Result};
+use crossbeam_channel::{Sender, bounded};
+use proto::*;
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// `ssh://[user@]host[:port]/path` or `[user@]host:path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteUrl {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub path: String,
+}
+
+impl RemoteUrl {
+    pub fn parse(s: &str) -> Option<Self> {
+        let split_user = |hp: &str| match hp.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h.to_string()),
+            None => (None, hp.to_string()),
+        };
+        if let Some(rest) = s.strip_prefix("ssh://") {
+            let (authority, path) = rest.split_once('/')?;
+            let (user, hostport) = split_user(authority);
+            let (host, port) = match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.parse().ok()?)),
+                None => (hostport, None),
+            };
+            let path = format!("/{path}");
+            return (!host.is_empty()).then_some(Self {
+                user,
+                host,
+                port,
+                path,
+            });
+        }
+        // scp-like: no slash before the first colon, and not a local path
+        let (hostpart, path) = s.split_once(':')?;
+        if hostpart.is_empty() || hostpart.contains('/') || path.is_empty() {
+            return None;
+        }
+        let (user, host) = split_user(hostpart);
+        Some(Self {
+            user,
+            host,
+            port: None,
+            path: path.to_string(),
+        })
+    }
+
+    pub fn destination(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    pub fn identity(&self) -> String {
+        format!(
+            "ssh://{}:{}{}{}",
+            self.destination(),
+            self.port.unwrap_or(22),
+            if self.path.starts_with('/') {
+                ""
+            } else {
+                "/~/"
+            },
+            self.path
+        )
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Sender<std::result::Result<Payload, RemoteError>>>>>;
+
+pub struct RemoteBackend {
+    display: String,
+    identity: String,
+    child: Mutex<Child>,
+    stdin: Mutex<Option<ChildStdin>>,
+    pending: Pending,
+    /// Why the connection ended, once it has.
+    dead: Arc<Mutex<Option<String>>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    next_id: AtomicU64,
+    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub welcome: Welcome,
+}
+
+impl RemoteBackend {
+    /// Starts `<rsh> [-p port] destination <remote_path> serve` and shakes hands.
+    pub fn connect(
+        url: &RemoteUrl,
+        display: &str,
+        create: bool,
+        remote_path: &str,
+    ) -> Result<Self> {
+        let rsh = std::env::var("STRATA_RSH").unwrap_or_else(|_| "ssh".into());
+        let mut words = rsh.split_whitespace();
+        let program = words.next().unwrap_or("ssh");
+        let mut cmd = Command::new(program);
+        cmd.args(words);
+        if let Some(p) = url.port {
+            cmd.args(["-p", &p.to_string()]);
+        }
+        cmd.arg(url.destination())
+            .arg(format!("{remote_path} serve"));
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::Remote(format!(
+                "cannot run `{program}` to reach {}: {e} (set STRATA_RSH to your ssh command)",
+                url.host
+            ))
+        })?;
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => return Err(Error::invalid("ssh pipes were not created")),
+            };
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = stderr_tail.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if let Ok(mut t) = tail.lock() {
+                    if t.len() == 8 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        });
+        let mut stdin = stdin;
+        let mut stdout = stdout;
+        let hello = Hello {
+            magic: PROTOCOL_MAGIC.into(),
+            version: PROTOCOL_VERSION,
+            path: url.path.clone(),
+            create,
+        };
+        let sent = write_frame(&mut stdin, &hello);
+        let answer = read_frame::<std::result::Result<Welcome, RemoteError>>(&mut stdout);
+        let welcome = match (sent, answer) {
+            (Ok(()), Ok(Some(Ok(w)))) => w,
+            (_, Ok(Some(Err(e)))) => return Err(from_remote(e, display)),
+            _ => {
+                let status = child.wait().ok();
+                let why = last_line(&stderr_tail).unwrap_or_else(|| {
+                    format!(
+                        "ssh ended with {}",
+                        status.map(|s| s.to_string()).unwrap_or_default()
+                    )
+                });
+                return Err(Error::Remote(format!(
+                    "cannot reach strata on {}: {why} (check the host, your SSH key and known_hosts, and that strata is installed there or given with --remote-path)",
+                    url.host
+                )));
+            }
+        };
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let dead = Arc::new(Mutex::new(None));
+        let reader = {
+            let (pending, dead, tail) = (pending.clone(), dead.clone(), stderr_tail.clone());
+            std::thread::spawn(move || read_responses(stdout, pending, dead, tail))
+        };
+        Ok(Self {
+            display: display.to_string(),
+            identity: url.identity(),
+            child: Mutex::new(child),
+            stdin: Mutex::new(Some(stdin)),
+            pending,
+            dead,
+            stderr_tail,
+            next_id: AtomicU64::new(1),
+            reader: Mutex::new(Some(reader)),
+            welcome,
+        })
+    }
+
+    fn lost(&self) -> Error {
+        let why = self
+            .dead
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .or_else(|| last_line(&self.stderr_tail))
+            .unwrap_or_else(|| "connection closed".into());
+        Error::Remote(format!(
+            "connection to {} lost: {why}; nothing partial was committed, run the command again",
+            self.display
+        ))
+    }
+
+    fn call(&self, op: Op) -> Result<Payload> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded(1);
+        self.pending.lock().map_err(|_| self.lost())?.insert(id, tx);
+        {
+            let mut guard = self.stdin.lock().map_err(|_| self.lost())?;
+            let w = guard.as_mut().ok_or_else(|| self.lost())?;
+            if write_frame(w, &Request { id, op }).is_err() {
+                return Err(self.lost());
+            }
+        }
+        match rx.recv() {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(from_remote(e, &self.display)),
+            Err(_) => Err(self.lost()),
+        }
+    }
+}
+
+fn last_line(tail: &Mutex<VecDeque<String>>) -> Option<String> {
+    tail.lock()
+        .ok()?
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .cloned()
+}
+
+fn read_responses(
+    mut stdout: impl std::io::Read,
+    pending: Pending,
+    dead: Arc<Mutex<Option<String>>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let why = loop {
+        match read_frame::<Response>(&mut stdout) {
+            Ok(Some(resp)) => {
+                let waiter = pending.lock().ok().and_then(|mut p| p.remove(&resp.id));
+                if let Some(tx) = waiter {
+                    let _ = tx.send(resp.result);
+                }
+            }
+            Ok(None) => {
+                break last_line(&tail).unwrap_or_else(|| "the server closed the connection".into());
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    if let Ok(mut d) = dead.lock() {
+        *d = Some(why);
+    }
+    // Wake every caller still waiting: their senders are dropped.
+    if let Ok(mut p) = pending.lock() {
+        p.clear();
+    }
+}
+
+/// Rebuilds a local error from a server error.
+fn from_remote(e: RemoteError, display: &str) -> Error {
+    let io = |kind: std::io::ErrorKind| Error::Io {
+        context: format!("{display}: {}", e.message),
+        source: std::io::Error::new(kind, e.message.clone()),
+    };
+    match e.code {
+        ErrorCode::NotFound => io(std::io::ErrorKind::NotFound),
+        ErrorCode::AlreadyExists => io(std::io::ErrorKind::AlreadyExists),
+        ErrorCode::DiskFull => Error::DiskFull(format!("writing to {display} ({})", e.message)),
+        ErrorCode::NotARepository => Error::NotARepository(display.to_string()),
+        ErrorCode::RepositoryExists => Error::RepositoryExists(display.to_string()),
+        ErrorCode::Denied | ErrorCode::QuotaExceeded => {
+            Error::Denied(format!("{display}: {}", e.message))
+        }
+        ErrorCode::Invalid | ErrorCode::Io => Error::invalid(format!("{display}: {}", e.message)),
+    }
+}
+
+impl Drop for RemoteBackend {
+    fn drop(&mut self) {
+        // Closing stdin ends the server's loop; then ssh exits.
+        if let Ok(mut s) = self.stdin.lock() {
+            s.take();
+        }
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.wait();
+        }
+        if let Some(r) = self.reader.lock().ok().and_then(|mut r| r.take()) {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Backend for RemoteBackend {
+    fn location(&self) -> &str {
+        &self.display
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
+    fn create(&self) -> Result<()> {
+        self.call(Op::Create).map(|_| ())
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        match self.call(Op::List { kind: kind.into() })? {
+            Payload::Files { files } => Ok(files.into_iter().map(FileInfo::from).collect()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        match self.call(Op::Read {
+            kind: kind.into(),
+            name: name.into(),
+        })? {
+            Payload::Bytes { data } => Ok(data),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        match self.call(Op::ReadRange {
+            kind: kind.into(),
+            name: name.into(),
+            offset,
+            len,
+        })? {
+            Payload::Bytes { data } if data.len() == len as usize => Ok(data),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        if data.len() > MAX_REMOTE_PACK as usize {
+            return Err(Error::invalid(format!(
+                "{} bytes is more than a remote repository accepts in one file",
+                data.len()
+            )));
+        }
+        self.call(Op::Write {
+            kind: kind.into(),
+            name: name.into(),
+            data: data.to_vec(),
+        })
+        .map(|_| ())
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.call(Op::Delete {
+            kind: kind.into(),
+            name: name.into(),
+        })
+        .map(|_| ())
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        match self.call(Op::Exists {
+            kind: kind.into(),
+            name: name.into(),
+        })? {
+            Payload::Flag { value } => Ok(value),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn space(&self) -> Result<Space> {
+        match self.call(Op::Space)? {
+            Payload::Space { total, free } => Ok(Space { total, free }),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(p: &Payload) -> Error {
+    Error::invalid(format!("the server answered with an unexpected {p:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = RemoteUrl::parse("ssh://backup@central:2222/srv/strata/knode01").unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.host.as_str(), u.port, u.path.as_str()),
+            (Some("backup"), "central", Some(2222), "/srv/strata/knode01")
+        );
+        let u = RemoteUrl::parse("backup@central:repos/knode01").unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.host.as_str(), u.port, u.path.as_str()),
+            (Some("backup"), "central", None, "repos/knode01")
+        );
+        assert_eq!(RemoteUrl::parse("/local/path"), None);
+        assert_eq!(RemoteUrl::parse("./dir:with:colons"), None);
+        assert_eq!(RemoteUrl::parse("relative/dir"), None);
+        assert_eq!(RemoteUrl::parse("ssh://host:notaport/x"), None);
+    }
+}
