@@ -7,11 +7,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests use: mount/umount (full-disk test on tmpfs), a C
-# compiler for the zstd/lzma/blake3 C sources.
+# compiler for the zstd/lzma/blake3 C sources, and a real OpenSSH server and
+# client for the remote-repository tests (tests/it/sshd.rs).
 missing=()
 command -v mount >/dev/null || missing+=(mount)
 command -v cc >/dev/null || missing+=(gcc)
 command -v make >/dev/null || missing+=(make)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+{ command -v ssh && command -v ssh-keygen; } >/dev/null || missing+=(openssh-client)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -8,5 +8,8 @@ mod malicious;
 mod modes;
 mod repair;
 mod roundtrip;
+mod serve;
 mod spec;
+mod ssh;
+mod sshd;
 mod util;

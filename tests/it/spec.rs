@@ -99,6 +99,35 @@ fn spec_constants() -> BTreeMap<String, String> {
 }
 
 #[test]
+fn protocol_md_limits_match_the_code() {
+    use strata::backend::remote::proto as p;
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let table = text.split("## Limits").nth(1).expect("limits section");
+    let doc: BTreeMap<String, String> = table
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_string(), cells.get(2)?.to_string()))
+        })
+        .collect();
+    let code = BTreeMap::from([
+        ("PROTOCOL_MAGIC".to_string(), p::PROTOCOL_MAGIC.to_string()),
+        (
+            "PROTOCOL_VERSION".to_string(),
+            p::PROTOCOL_VERSION.to_string(),
+        ),
+        ("MAX_FRAME".to_string(), p::MAX_FRAME.to_string()),
+        (
+            "MAX_REMOTE_PACK".to_string(),
+            p::MAX_REMOTE_PACK.to_string(),
+        ),
+    ]);
+    assert_eq!(doc, code);
+}
+
+#[test]
 fn format_md_constants_match_the_code() {
     let code = code_constants();
     let spec = spec_constants();

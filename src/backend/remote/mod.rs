@@ -248,7 +248,8 @@ fn read_responses(
                 }
             }
             Ok(None) => {
-                break last_line(&tail).unwrap_or_else(|| "the server closed the connection".into());
+                break last_line(&tail)
+                    .unwrap_or_else(|| "the server closed the connection".into());
             }
             Err(e) => break e.to_string(),
         }

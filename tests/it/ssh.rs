@@ -1,0 +1,220 @@
+//! strata over a real OpenSSH sshd on loopback: the same commands as for a
+//! local repository, the server's forced command, and every kind of
+//! connection failure with its message.
+
+use crate::sshd::Sshd;
+use crate::util::*;
+
+fn strata_bin() -> String {
+    assert_cmd::cargo::cargo_bin("strata").display().to_string()
+}
+
+#[test]
+fn the_command_suite_runs_over_real_ssh() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    let forced = format!(
+        "{} serve --restrict-to-path {}",
+        strata_bin(),
+        env.dir.path().display()
+    );
+    let sshd = Sshd::start(Some(&forced));
+    let url = format!(
+        "ssh://{}@127.0.0.1{}",
+        sshd.user(),
+        env.path("repo").display()
+    );
+    let ok = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("STRATA_RSH", sshd.rsh())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["init", &url]);
+    ok(&["create", &format!("{url}::one"), src.to_str().unwrap()]);
+    std::fs::write(src.join("dir/added"), b"later\n").unwrap();
+    ok(&["create", &format!("{url}::two"), src.to_str().unwrap()]);
+    assert_eq!(ok(&["list", "--short", &url]), "one\ntwo\n");
+    ok(&["check", "--verify-data", &url]);
+    let dest = env.path("out");
+    std::fs::create_dir(&dest).unwrap();
+    ok(&[
+        "extract",
+        "--sparse",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{url}::two"),
+    ]);
+    assert_same_tree(&src, &restored(&dest, &src));
+    let diff = ok(&["diff", &format!("{url}::one"), "two"]);
+    assert!(diff.contains("dir/added"), "{diff}");
+    ok(&["prune", "--keep-last", "1", &url]);
+    ok(&["compact", "--grace-period", "0", &url]);
+    ok(&["check", "--verify-data", &url]);
+    // the files on the server are ciphertext: the same checks work locally
+    env.ok(&[
+        "check",
+        "--verify-data",
+        &env.path("repo").display().to_string(),
+    ]);
+}
+
+fn fails_with(env: &Env, rsh: &str, args: &[&str], needle: &str) {
+    let out = env
+        .cmd()
+        .env("STRATA_RSH", rsh)
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?} should fail: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected `{needle}` in: {err}"
+    );
+}
+
+#[test]
+fn connection_failures_are_one_clear_line() {
+    let env = Env::new();
+    let sshd = Sshd::start(None);
+    let url = format!(
+        "ssh://{}@127.0.0.1{}",
+        sshd.user(),
+        env.path("repo").display()
+    );
+    // strata missing on the server (wrong --remote-path)
+    fails_with(
+        &env,
+        &sshd.rsh(),
+        &["--remote-path", "/nonexistent/strata", "list", &url],
+        "No such file",
+    );
+    // the server's host key changed
+    std::fs::write(sshd.known_hosts(), format!("[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC8Tfu4Jw0vb1y1wXzgxyd6c6/J8mHOc5ybNXu03DiBz\n", sshd.port())).unwrap();
+    fails_with(
+        &env,
+        &sshd.rsh(),
+        &["list", &url],
+        "Host key verification failed",
+    );
+    // nothing listening
+    let closed = sshd.rsh().replace(&format!("-p {}", sshd.port()), "-p 1");
+    fails_with(
+        &env,
+        &closed,
+        &["list", &url],
+        "cannot reach strata on 127.0.0.1",
+    );
+    // a key the server does not know
+    let other = Sshd::start(None);
+    let wrong_key = sshd.rsh().replace(
+        &sshd.key_path().display().to_string(),
+        &other.key_path().display().to_string(),
+    );
+    std::fs::write(
+        sshd.known_hosts(),
+        format!("[127.0.0.1]:{} {}\n", sshd.port(), sshd.host_pubkey()),
+    )
+    .unwrap();
+    fails_with(&env, &wrong_key, &["list", &url], "Permission denied");
+    // with the right key but no repository there
+    fails_with(
+        &env,
+        &sshd.rsh(),
+        &["--remote-path", &strata_bin(), "list", &url],
+        "is not a strata repository",
+    );
+}
+
+#[test]
+fn the_forced_command_wins_over_what_the_client_asks() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("allowed")).unwrap();
+    let forced = format!(
+        "{} serve --restrict-to-path {} --append-only",
+        strata_bin(),
+        env.path("allowed").display()
+    );
+    let sshd = Sshd::start(Some(&forced));
+    // the client asks for an unrestricted server: ignored
+    let url = format!(
+        "ssh://{}@127.0.0.1{}",
+        sshd.user(),
+        env.path("elsewhere").display()
+    );
+    fails_with(
+        &env,
+        &sshd.rsh(),
+        &[
+            "--remote-path",
+            &format!(
+                "{} serve; touch {}/pwned; true",
+                strata_bin(),
+                env.dir.path().display()
+            ),
+            "init",
+            &url,
+        ],
+        "outside the paths",
+    );
+    assert!(!env.path("pwned").exists(), "the client's command ran");
+    let inside = format!(
+        "ssh://{}@127.0.0.1{}/repo",
+        sshd.user(),
+        env.path("allowed").display()
+    );
+    let out = env
+        .cmd()
+        .env("STRATA_RSH", sshd.rsh())
+        .args(["init", &inside])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .cmd()
+        .env("STRATA_RSH", sshd.rsh())
+        .args([
+            "create",
+            &format!("{inside}::a"),
+            env.path("allowed").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .cmd()
+        .env("STRATA_RSH", sshd.rsh())
+        .args(["delete", &format!("{inside}::a")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fails_with(
+        &env,
+        &sshd.rsh(),
+        &["compact", "--grace-period", "0", &inside],
+        "refused by the server",
+    );
+}
