@@ -102,6 +102,9 @@ pub fn create(
         return Err(Error::ArchiveExists(opts.name.clone()));
     }
     let started = std::time::Instant::now();
+    if !opts.dry_run {
+        repo.adopt_orphan_packs()?;
+    }
     let time_start = chrono::Utc::now();
     let writer = repo.writer(opts.threads);
     let cache_dir = repo.dirs().repo_cache(&repo.config().id);

@@ -384,6 +384,37 @@ impl Repository {
         Ok(())
     }
 
+    /// Adds complete packs that no index lists (an interrupted backup's
+    /// data) to the index, so a resumed backup does not send them again.
+    /// Returns how many packs were adopted; unreadable ones are left alone.
+    pub fn adopt_orphan_packs(&mut self) -> Result<usize> {
+        let indexed: std::collections::HashSet<String> =
+            self.index.iter().map(|(_, p, _)| p.to_hex()).collect();
+        let mut adopted = Vec::new();
+        for f in self.backend.list(FileKind::Pack)? {
+            if indexed.contains(&f.name) {
+                continue;
+            }
+            let Some(id) = crate::id::PackId::from_hex(&f.name) else {
+                continue;
+            };
+            if let Ok(entries) =
+                pack::read_header_of(self.backend.as_ref(), &self.sealer, &f.name, f.size)
+            {
+                adopted.push((id, entries));
+            }
+        }
+        if adopted.is_empty() {
+            return Ok(0);
+        }
+        let name = writer::write_index(self.backend.as_ref(), &self.sealer, &adopted)?;
+        for (id, entries) in &adopted {
+            self.index.add_pack(*id, entries);
+        }
+        self.index_files.push(name);
+        Ok(adopted.len())
+    }
+
     /// How many index files were loaded.
     pub fn index_file_count(&self) -> usize {
         self.index_files.len()

@@ -96,6 +96,41 @@ pub fn read_header(sealer: &Sealer, pack: &[u8], name: &str) -> Result<Vec<PackE
     parse_header(&header, hstart as u32).ok_or_else(|| bad("malformed header"))
 }
 
+/// Reads only the header of a pack of `size` bytes through the backend (two
+/// small range reads), for adopting packs that no index lists yet.
+pub fn read_header_of(
+    backend: &dyn crate::backend::Backend,
+    sealer: &Sealer,
+    name: &str,
+    size: u64,
+) -> Result<Vec<PackEntry>> {
+    use crate::backend::FileKind;
+    let bad = |why: &str| Error::corrupt(format!("pack {name}: {why}"));
+    if size < PACK_TRAILER_LEN as u64 || size > u32::MAX as u64 {
+        return Err(bad("impossible size"));
+    }
+    let trailer = backend.read_range(
+        FileKind::Pack,
+        name,
+        size - PACK_TRAILER_LEN as u64,
+        PACK_TRAILER_LEN as u32,
+    )?;
+    if &trailer[4..] != PACK_MAGIC {
+        return Err(bad("missing trailer"));
+    }
+    let hlen = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]) as u64;
+    let len_at = size - PACK_TRAILER_LEN as u64;
+    if hlen > len_at || hlen > crate::backend::MAX_READ_RANGE as u64 {
+        return Err(bad("header length beyond file"));
+    }
+    let hstart = len_at - hlen;
+    let env = backend.read_range(FileKind::Pack, name, hstart, hlen as u32)?;
+    let header = sealer.open(ObjectType::PackHeader, &HEADER_AAD_ID, env, &|| {
+        format!("header of pack {name}")
+    })?;
+    parse_header(&header, hstart as u32).ok_or_else(|| bad("malformed header"))
+}
+
 fn parse_header(header: &[u8], data_end: u32) -> Option<Vec<PackEntry>> {
     let (&comp, body) = header.split_first()?;
     if comp != COMPRESSION_NONE || body.len() % PACK_HEADER_ENTRY_LEN != 0 {

@@ -44,6 +44,9 @@ pub struct BlobWriter {
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<Result<()>>>,
     packer: Option<JoinHandle<Result<WriteSummary>>>,
+    /// The packer's error, kept for the caller whose `add` found the
+    /// pipeline stopped (the packer thread's result then holds a copy).
+    failure: Arc<std::sync::Mutex<Option<Error>>>,
 }
 
 impl BlobWriter {
@@ -64,12 +67,26 @@ impl BlobWriter {
             })
             .collect();
         drop(sealed_tx);
-        let packer =
-            std::thread::spawn(move || packer(sealed_rx, backend.as_ref(), &sealer, pack_size));
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let fail = failure.clone();
+        let packer = std::thread::spawn(move || {
+            // The error is recorded while `sealed_rx` is still open, so a
+            // caller whose `add` fails (after the workers stop, which is
+            // after the receiver closes) always finds it.
+            let r = packer(&sealed_rx, backend.as_ref(), &sealer, pack_size);
+            if let Err(e) = &r
+                && let Ok(mut f) = fail.lock()
+            {
+                *f = Some(clone_error(e));
+            }
+            drop(sealed_rx);
+            r
+        });
         Self {
             jobs: Some(job_tx),
             workers,
             packer: Some(packer),
+            failure,
         }
     }
 
@@ -88,7 +105,17 @@ impl BlobWriter {
             data,
             compression,
         })
-        .map_err(|_| Error::invalid("the write pipeline stopped (see the next error)"))
+        .map_err(|_| self.failure())
+    }
+
+    /// Why the pipeline stopped (the packer's error, e.g. a full disk or a
+    /// lost connection).
+    fn failure(&self) -> Error {
+        self.failure
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+            .unwrap_or_else(|| Error::invalid("the write pipeline stopped"))
     }
 
     /// Drains the pipeline, writes the last pack and index file.
@@ -131,6 +158,20 @@ impl Drop for BlobWriter {
     }
 }
 
+/// Errors are not Clone (they hold io::Error); this keeps kind and message.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::DiskFull(c) => Error::DiskFull(c.clone()),
+        Error::Remote(m) => Error::Remote(m.clone()),
+        Error::Denied(m) => Error::Denied(m.clone()),
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => Error::invalid(other.to_string()),
+    }
+}
+
 fn worker(rx: Receiver<Job>, tx: Sender<Sealed>, sealer: &Sealer) -> Result<()> {
     for job in rx {
         let payload = job.compression.compress(&job.data);
@@ -149,7 +190,7 @@ fn worker(rx: Receiver<Job>, tx: Sender<Sealed>, sealer: &Sealer) -> Result<()> 
 }
 
 fn packer(
-    rx: Receiver<Sealed>,
+    rx: &Receiver<Sealed>,
     backend: &dyn Backend,
     sealer: &Sealer,
     pack_size: u32,

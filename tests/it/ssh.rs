@@ -218,3 +218,134 @@ fn the_forced_command_wins_over_what_the_client_asks() {
         "refused by the server",
     );
 }
+
+/// Pids of processes whose command line contains every needle.
+fn pids_with(needles: &[&str]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if needles.iter().all(|n| cmd.contains(n)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_connection_cut_mid_backup_commits_nothing_and_the_next_run_resends_little() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6 {
+        std::fs::write(
+            src.join(format!("f{i}")),
+            random(&format!("cut{i}"), 4 << 20),
+        )
+        .unwrap();
+    }
+    let marker = env.dir.path().display().to_string();
+    let forced = format!("{} serve --restrict-to-path {marker}", strata_bin());
+    let sshd = Sshd::start(Some(&forced));
+    let url = format!(
+        "ssh://{}@127.0.0.1{}",
+        sshd.user(),
+        env.path("repo").display()
+    );
+    let status = env
+        .cmd()
+        .env("STRATA_RSH", sshd.rsh())
+        .args([
+            "init",
+            "--pack-size",
+            "1M",
+            "--chunker-params",
+            "64K,256K,1M",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let backup = env
+        .std_cmd()
+        .env("STRATA_RSH", sshd.rsh())
+        .args(["create", &format!("{url}::a"), src.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // condition wait: some packs have landed on the server
+    let data = env.path("repo/data");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while dir_bytes(&data) < (6 << 20) {
+        assert!(std::time::Instant::now() < deadline, "no data arrived");
+        std::thread::yield_now();
+    }
+    // cut the connection: the server side of the session dies
+    for pid in pids_with(&["serve", "--restrict-to-path", &marker]) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    let out = backup.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("connection to") && err.contains("lost"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let landed = dir_bytes(&data);
+    let ok = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("STRATA_RSH", sshd.rsh())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        ok(&["list", "--short", &url]),
+        "",
+        "nothing may be committed"
+    );
+    // the stale lock of the dead session: broken by the operator
+    ok(&["break-lock", &url]);
+    ok(&["create", &format!("{url}::a"), src.to_str().unwrap()]);
+    let resent = dir_bytes(&data) - landed;
+    let total = 24u64 << 20;
+    assert!(
+        resent < total - landed + (2 << 20),
+        "resent {resent} bytes of {total} after {landed} had landed"
+    );
+    ok(&["check", "--verify-data", &url]);
+    let dest = env.path("out");
+    std::fs::create_dir(&dest).unwrap();
+    ok(&[
+        "extract",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{url}::a"),
+    ]);
+    assert_same_tree(&src, &restored(&dest, &src));
+}

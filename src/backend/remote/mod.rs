@@ -134,7 +134,7 @@ impl RemoteBackend {
             };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = stderr_tail.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
                 if let Ok(mut t) = tail.lock() {
                     if t.len() == 8 {
@@ -159,6 +159,8 @@ impl RemoteBackend {
             (_, Ok(Some(Err(e)))) => return Err(from_remote(e, display)),
             _ => {
                 let status = child.wait().ok();
+                // ssh has exited: its stderr is complete once the reader ends.
+                let _ = stderr_reader.join();
                 let why = last_line(&stderr_tail).unwrap_or_else(|| {
                     format!(
                         "ssh ended with {}",
