@@ -61,7 +61,13 @@ pub fn run(a: ExtractArgs, lock_wait: u64) -> Result<i32> {
         sparse: a.sparse,
         numeric_ids: a.numeric_ids,
         dry_run: a.dry_run,
-        threads: common::threads(),
+        // Over a network each worker waits a round trip per chunk: more of
+        // them keep the link busy.
+        threads: if loc.is_remote() {
+            common::threads() * 4
+        } else {
+            common::threads()
+        },
     };
     let total = if opts.paths.is_empty() && opts.strip_components == 0 {
         Some(archive.stats.original_size)

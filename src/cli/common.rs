@@ -40,6 +40,10 @@ impl Location {
         Ok(Self { repo, archive })
     }
 
+    pub fn is_remote(&self) -> bool {
+        RemoteUrl::parse(&self.repo).is_some()
+    }
+
     pub fn archive(&self) -> Result<&str> {
         match &self.archive {
             Some(a) => Ok(a),
