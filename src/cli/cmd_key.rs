@@ -24,8 +24,11 @@ pub enum KeyCommand {
     /// passphrase the backups cannot be read.
     Export {
         /// Numbered hex lines with checksums, to print and type back in.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "qr_html")]
         paper: bool,
+        /// A printable HTML page: the key as a QR code and in paper form.
+        #[arg(long)]
+        qr_html: bool,
         repository: String,
         file: Option<PathBuf>,
     },
@@ -60,6 +63,7 @@ pub fn run(a: KeyArgs) -> Result<i32> {
     match a.command {
         KeyCommand::Export {
             paper,
+            qr_html,
             repository,
             file,
         } => {
@@ -67,7 +71,9 @@ pub fn run(a: KeyArgs) -> Result<i32> {
             let (backend, config) = config_of(&loc)?;
             let found = keys::find(backend.as_ref(), &config, &dirs)?;
             let key = &found.first().context("no key found")?.key;
-            let text = if paper {
+            let text = if qr_html {
+                qr_page(key, &loc.repo)?
+            } else if paper {
                 keys::to_paper(key)
             } else {
                 String::from_utf8_lossy(&key.to_json()).into_owned()
@@ -139,4 +145,31 @@ impl Passphrase for NewPassphrase {
         }
         Ok(p.into_bytes())
     }
+}
+
+/// The key's JSON as a QR code (SVG) beside its paper form, for printing.
+fn qr_page(key: &KeyFile, repo: &str) -> Result<String> {
+    let json = serde_json::to_vec(key)?;
+    let code = qrcode::QrCode::with_error_correction_level(&json, qrcode::EcLevel::M)
+        .context("the key does not fit in a QR code")?;
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(480, 480)
+        .build();
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    Ok(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>strata key {id}</title></head><body>\n\
+         <h1>strata repository key</h1>\n<p>Repository {repo} ({id}), exported {now}. The key is sealed with \
+         the passphrase: keep this page and the passphrase in different places.</p>\n{svg}\n<pre>{paper}</pre>\n\
+         <p>Restore: scan the code into a file and run <code>strata key import REPO FILE</code>, or type the \
+         lines into a file and run <code>strata key import --paper REPO FILE</code>.</p>\n</body></html>\n",
+        id = esc(&key.repository_id),
+        repo = esc(repo),
+        now = chrono::Local::now().format("%Y-%m-%d"),
+        paper = esc(&keys::to_paper(key)),
+    ))
 }

@@ -294,6 +294,11 @@ fn key_export_import_and_change_passphrase() {
         &format!("{}::a", env.repo()),
         env.path("repo/config").to_str().unwrap(),
     ]);
+    let html = env.ok(&["key", "export", "--qr-html", &env.repo()]);
+    assert!(
+        html.contains("<svg") && html.contains("STRATA PAPER KEY v1"),
+        "{html}"
+    );
     let paper = env.ok(&["key", "export", "--paper", &env.repo()]);
     assert!(paper.starts_with("STRATA PAPER KEY v1"));
     std::fs::write(env.path("paper.txt"), &paper).unwrap();
