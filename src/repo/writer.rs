@@ -189,8 +189,82 @@ fn worker(rx: Receiver<Job>, tx: Sender<Sealed>, sealer: &Sealer) -> Result<()> 
     Ok(())
 }
 
+/// Packs uploaded at once: while one pack travels (or is fsynced), the
+/// next ones are built, so a slow link or disk does not stall sealing.
+pub const UPLOADS_IN_FLIGHT: usize = 3;
+
 fn packer(
     rx: &Receiver<Sealed>,
+    backend: &dyn Backend,
+    sealer: &Sealer,
+    pack_size: u32,
+) -> Result<WriteSummary> {
+    std::thread::scope(|scope| {
+        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>)>(1);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<(PackId, Result<()>)>();
+        for _ in 0..UPLOADS_IN_FLIGHT {
+            let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                for (id, bytes) in up_rx {
+                    let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
+                    if done_tx.send((id, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((up_rx, done_tx));
+        let mut uploads = Uploads {
+            tx: Some(up_tx),
+            done: done_rx,
+            landed: Default::default(),
+        };
+        let result = pack_all(rx, &mut uploads, backend, sealer, pack_size);
+        uploads.tx.take(); // uploaders end once their queue is empty
+        result
+    })
+}
+
+/// Packs handed to the uploaders, and which of them have landed.
+struct Uploads {
+    tx: Option<Sender<(PackId, Vec<u8>)>>,
+    done: Receiver<(PackId, Result<()>)>,
+    landed: std::collections::HashSet<PackId>,
+}
+
+impl Uploads {
+    fn send(&mut self, id: PackId, bytes: Vec<u8>) -> Result<()> {
+        // Report a failed upload (full disk, lost connection) as soon as it
+        // is known, not only at the next index file.
+        while let Ok((done, r)) = self.done.try_recv() {
+            r?;
+            self.landed.insert(done);
+        }
+        let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
+        tx.send((id, bytes))
+            .map_err(|_| Error::invalid("pack uploaders stopped"))
+    }
+
+    /// Waits until every pack in `ids` is durable (rule 1 of the ordering:
+    /// packs before the index file that lists them).
+    fn wait_for(&mut self, ids: impl Iterator<Item = PackId>) -> Result<()> {
+        for id in ids {
+            while !self.landed.contains(&id) {
+                let (done, r) = self
+                    .done
+                    .recv()
+                    .map_err(|_| Error::invalid("pack uploaders stopped"))?;
+                r?;
+                self.landed.insert(done);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pack_all(
+    rx: &Receiver<Sealed>,
+    uploads: &mut Uploads,
     backend: &dyn Backend,
     sealer: &Sealer,
     pack_size: u32,
@@ -198,34 +272,35 @@ fn packer(
     let mut summary = WriteSummary::default();
     let mut pack = PackBuilder::default();
     let mut unindexed = 0usize;
+    let write_batch = |summary: &WriteSummary, n: usize, uploads: &mut Uploads| -> Result<()> {
+        let batch = &summary.packs[summary.packs.len() - n..];
+        uploads.wait_for(batch.iter().map(|(id, _)| *id))?;
+        write_index(backend, sealer, batch).map(|_| ())
+    };
     for s in rx {
         summary.blobs += 1;
         summary.stored_bytes += s.bytes.len() as u64;
         summary.raw_bytes += s.raw_length as u64;
         pack.add(s.ty, s.id, s.raw_length, &s.bytes);
         if pack.len() >= pack_size as usize {
-            flush_pack(std::mem::take(&mut pack), backend, sealer, &mut summary)?;
+            let (id, bytes, entries) = std::mem::take(&mut pack).finish(sealer)?;
+            uploads.send(id, bytes)?;
+            summary.packs.push((id, entries));
             unindexed += 1;
             if unindexed >= INDEX_EVERY_PACKS {
-                write_index(
-                    backend,
-                    sealer,
-                    &summary.packs[summary.packs.len() - unindexed..],
-                )?;
+                write_batch(&summary, unindexed, uploads)?;
                 unindexed = 0;
             }
         }
     }
     if !pack.is_empty() {
-        flush_pack(pack, backend, sealer, &mut summary)?;
+        let (id, bytes, entries) = pack.finish(sealer)?;
+        uploads.send(id, bytes)?;
+        summary.packs.push((id, entries));
         unindexed += 1;
     }
     if unindexed > 0 {
-        write_index(
-            backend,
-            sealer,
-            &summary.packs[summary.packs.len() - unindexed..],
-        )?;
+        write_batch(&summary, unindexed, uploads)?;
     }
     Ok(summary)
 }
