@@ -62,3 +62,21 @@ t "borg create local" borg create "$work/borg-local::a" "$src"
 borg init -e repokey-blake2 --remote-path borg "ssh://root@127.0.0.1:$port$work/borg-ssh" 2>/dev/null
 t "borg create ssh" borg create "ssh://root@127.0.0.1:$port$work/borg-ssh::a" "$src"
 t "borg create ssh unchanged" borg create "ssh://root@127.0.0.1:$port$work/borg-ssh::b" "$src"
+
+# the same over a link with 50 ms round-trip time (25 ms each way), through
+# a delaying TCP proxy (this kernel has no sch_netem for tc netem)
+lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 "$repo_root/bench/latency_proxy.py" "$lport" "$port" 0.025 & proxy=$!
+trap 'kill "$(cat "$work/sshd.pid")" $proxy 2>/dev/null || true' EXIT
+for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$lport))" 2>/dev/null && break; done
+echo "[127.0.0.1]:$lport $(cut -d' ' -f1,2 "$work/host_key.pub")" >> "$work/known_hosts"
+slow="${rsh/-p $port/-p $lport}"
+export STRATA_RSH="$slow" BORG_RSH="$slow"
+"$strata" init "ssh://root@127.0.0.1$work/ssh-slow" 2>/dev/null
+t "strata create ssh +50ms" "$strata" create "ssh://root@127.0.0.1$work/ssh-slow::a" "$src"
+t "strata create ssh +50ms unch." "$strata" create "ssh://root@127.0.0.1$work/ssh-slow::b" "$src"
+mkdir -p "$work/x3"
+t "strata extract ssh +50ms" sh -c "cd $work/x3 && $strata extract ssh://root@127.0.0.1$work/ssh-slow::a"
+rm -rf "$work/x3"
+borg init -e repokey-blake2 --remote-path borg "ssh://root@127.0.0.1:$lport$work/borg-slow" 2>/dev/null
+t "borg create ssh +50ms" borg create "ssh://root@127.0.0.1:$lport$work/borg-slow::a" "$src"

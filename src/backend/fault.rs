@@ -53,6 +53,9 @@ impl Backend for AppendOnly {
     fn identity(&self) -> String {
         self.0.identity()
     }
+    fn high_latency(&self) -> bool {
+        self.0.high_latency()
+    }
     fn create(&self) -> Result<()> {
         self.0.create()
     }
@@ -104,6 +107,9 @@ impl<B: Backend> Backend for CrashAt<B> {
     }
     fn identity(&self) -> String {
         self.inner.identity()
+    }
+    fn high_latency(&self) -> bool {
+        self.inner.high_latency()
     }
     fn create(&self) -> Result<()> {
         self.inner.create()

@@ -68,6 +68,11 @@ pub trait Backend: Send + Sync {
     fn identity(&self) -> String {
         self.location().to_string()
     }
+    /// Round trips are expensive (a network): readers fetch whole packs
+    /// rather than one blob at a time.
+    fn high_latency(&self) -> bool {
+        false
+    }
     /// Creates the empty layout. Fails if the location holds files.
     fn create(&self) -> Result<()>;
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;

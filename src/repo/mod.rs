@@ -8,6 +8,7 @@ pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+mod pack_cache;
 pub mod writer;
 
 use crate::backend::{Backend, FileKind};
@@ -124,6 +125,7 @@ pub struct Repository {
     dirs: ClientDirs,
     index_files: Vec<String>,
     lock: LockGuard,
+    pack_cache: pack_cache::PackCache,
 }
 
 impl Repository {
@@ -213,6 +215,7 @@ impl Repository {
             dirs: opts.dirs.clone(),
             index_files,
             lock,
+            pack_cache: pack_cache::PackCache::default(),
         })
     }
 
@@ -264,12 +267,17 @@ impl Repository {
                 loc.ty
             )));
         }
-        let env = self.backend.read_range(
-            FileKind::Pack,
-            &pack.to_hex(),
-            loc.offset as u64,
-            loc.length,
-        )?;
+        let env = if self.backend.high_latency() {
+            self.pack_cache
+                .blob(self.backend.as_ref(), pack, loc.offset, loc.length)?
+        } else {
+            self.backend.read_range(
+                FileKind::Pack,
+                &pack.to_hex(),
+                loc.offset as u64,
+                loc.length,
+            )?
+        };
         let payload = self.sealer.open(ty, &id.0, env, &|| {
             format!("blob {} in pack {}", id.short(), pack.short())
         })?;

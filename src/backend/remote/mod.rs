@@ -308,6 +308,10 @@ impl Backend for RemoteBackend {
         self.identity.clone()
     }
 
+    fn high_latency(&self) -> bool {
+        true
+    }
+
     fn create(&self) -> Result<()> {
         self.call(Op::Create).map(|_| ())
     }
