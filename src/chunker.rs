@@ -78,16 +78,25 @@ impl ChunkerParams {
     }
 }
 
-fn parse_size(s: &str) -> Result<u64> {
+/// Parses a byte count with an optional binary suffix: `512K`, `16M`,
+/// `500G`, `2T`, or plain bytes. Shared by every size option.
+pub fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1024),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
-        _ => (s, 1),
+    let (num, shift) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
     };
     num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| Error::invalid(format!("chunker size `{s}` is not a number")))
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "size `{s}` is not a number of bytes (like 512K, 16M, 500G)"
+            ))
+        })
 }
 
 /// A seeded FastCDC cutter. Cheap to share between threads.

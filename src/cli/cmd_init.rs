@@ -37,19 +37,6 @@ pub struct InitArgs {
     pub repository: String,
 }
 
-fn parse_size(s: &str) -> Result<u32> {
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--pack-size `{s}`: use a size like 16M"))?;
-    u32::try_from(n * mult).map_err(|_| anyhow::anyhow!("--pack-size `{s}` is too large"))
-}
-
 pub fn run(a: InitArgs) -> Result<i32> {
     let loc = Location::parse(&a.repository)?;
     let mode = Mode::parse(&a.encryption)?;
@@ -67,7 +54,8 @@ pub fn run(a: InitArgs) -> Result<i32> {
         KdfParams::default_cost()
     };
     let pack_size = match &a.pack_size {
-        Some(s) => parse_size(s)?,
+        Some(s) => u32::try_from(strata::chunker::parse_size(s)?)
+            .map_err(|_| anyhow::anyhow!("--pack-size {s} is too large"))?,
         None => strata::repo::config::DEFAULT_PACK_SIZE,
     };
     let backend = loc.backend_for(true)?;

@@ -28,27 +28,17 @@ pub struct ServeArgs {
     pub storage_quota: Option<String>,
 }
 
-fn parse_quota(s: &str) -> Result<u64> {
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--storage-quota `{s}`: use a size like 500G"))?;
-    Ok(n.saturating_mul(mult))
-}
-
 pub fn run(a: ServeArgs) -> Result<i32> {
     let opts = ServeOptions {
         restrict_to_paths: a.restrict_to_path,
         restrict_to_repositories: a.restrict_to_repository,
         append_only: a.append_only,
         read_only: a.read_only,
-        quota: a.storage_quota.as_deref().map(parse_quota).transpose()?,
+        quota: a
+            .storage_quota
+            .as_deref()
+            .map(strata::chunker::parse_size)
+            .transpose()?,
     };
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout().lock();

@@ -161,14 +161,7 @@ fn pack_usage(repo: &Repository, used: &HashSet<BlobId>) -> Result<HashMap<PackI
         if used.contains(id) {
             p.used_bytes += loc.length as u64;
         }
-        let entry = PackEntry {
-            ty: loc.ty,
-            id: *id,
-            offset: loc.offset,
-            length: loc.length,
-            raw_length: loc.raw_length,
-        };
-        p.blobs.push((*id, entry));
+        p.blobs.push((*id, loc.entry(*id)));
     }
     Ok(packs)
 }
@@ -271,14 +264,7 @@ fn swap_index(repo: &mut Repository, plan: &CompactPlan, summary: WriteSummary) 
     let mut remaining: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for (id, pack, loc) in repo.index().iter() {
         if !gone.contains(&pack) {
-            let e = PackEntry {
-                ty: loc.ty,
-                id: *id,
-                offset: loc.offset,
-                length: loc.length,
-                raw_length: loc.raw_length,
-            };
-            remaining.entry(pack).or_default().push(e);
+            remaining.entry(pack).or_default().push(loc.entry(*id));
         }
     }
     let mut all: Vec<(PackId, Vec<PackEntry>)> = remaining.into_iter().collect();

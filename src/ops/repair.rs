@@ -183,13 +183,7 @@ fn entries_from_index(repo: &Repository, pack: PackId) -> Vec<PackEntry> {
         .index()
         .iter()
         .filter(|(_, p, _)| *p == pack)
-        .map(|(id, _, l)| PackEntry {
-            ty: l.ty,
-            id: *id,
-            offset: l.offset,
-            length: l.length,
-            raw_length: l.raw_length,
-        })
+        .map(|(id, _, l)| l.entry(*id))
         .collect();
     v.sort_by_key(|e| e.offset);
     v

@@ -23,6 +23,19 @@ pub struct BlobLocation {
     pub raw_length: u32,
 }
 
+impl BlobLocation {
+    /// This location as a pack header / index entry of blob `id`.
+    pub fn entry(&self, id: BlobId) -> PackEntry {
+        PackEntry {
+            ty: self.ty,
+            id,
+            offset: self.offset,
+            length: self.length,
+            raw_length: self.raw_length,
+        }
+    }
+}
+
 /// All blobs of the repository, merged from every index file.
 #[derive(Default)]
 pub struct Index {

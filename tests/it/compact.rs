@@ -148,24 +148,8 @@ fn compact_crashing_before_or_after_any_write_or_delete_loses_nothing() {
 fn a_writer_paused_during_compaction_commits_nothing_and_loses_nothing() {
     let env = Env::new();
     let src = setup(&env);
-    let mut writer = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
-        .args(["create", &format!("{}::paused", env.repo()), "-"])
-        .env("STRATA_PASSPHRASE", "test passphrase")
-        .env("STRATA_CACHE_DIR", env.path("cache"))
-        .env("STRATA_INSECURE_FAST_KDF", "1")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let locks = env.path("repo/locks");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !has_lock(&locks) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "writer never took its lock"
-        );
-        std::thread::yield_now();
-    }
+    // a writer blocked on its standard input holds the exclusive lock
+    let mut writer = env.spawn_locked_writer("paused");
     // the writer "hangs"; an operator breaks its lock and compacts
     env.ok(&["break-lock", &env.repo()]);
     env.ok(&["compact", "--grace-period", "0", &env.repo()]);

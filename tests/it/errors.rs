@@ -125,25 +125,8 @@ fn locks_exclude_writers_and_stale_locks_are_broken() {
     let env = Env::new();
     env.init(&[]);
     // a writer blocked on its standard input holds the exclusive lock
-    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
-        .args(["create", &format!("{}::held", env.repo()), "-"])
-        .env("STRATA_PASSPHRASE", "test passphrase")
-        .env("STRATA_CACHE_DIR", env.path("cache"))
-        .env("STRATA_INSECURE_FAST_KDF", "1")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // condition wait: the lock file appears once the writer has opened the repo
+    let mut holder = env.spawn_locked_writer("held");
     let locks = env.path("repo/locks");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !has_lock(&locks) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "writer never took its lock"
-        );
-        std::thread::yield_now();
-    }
     let out = env.run(&[
         "--lock-wait",
         "0",
@@ -226,23 +209,8 @@ fn full_disk_fails_cleanly_and_keeps_the_repository() {
 fn a_second_writer_waits_for_the_lock_then_succeeds() {
     let env = Env::new();
     env.init(&[]);
-    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
-        .args(["create", &format!("{}::first", env.repo()), "-"])
-        .env("STRATA_PASSPHRASE", "test passphrase")
-        .env("STRATA_CACHE_DIR", env.path("cache"))
-        .env("STRATA_INSECURE_FAST_KDF", "1")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let locks = env.path("repo/locks");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !has_lock(&locks) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "writer never took its lock"
-        );
-        std::thread::yield_now();
-    }
+    // a writer blocked on its standard input holds the exclusive lock
+    let mut holder = env.spawn_locked_writer("first");
     let mut waiter = env
         .std_cmd()
         .args([

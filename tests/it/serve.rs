@@ -364,20 +364,7 @@ fn the_command_suite_runs_against_a_served_repository() {
         &env,
         &format!("--restrict-to-path {}", env.dir.path().display()),
     );
-    let ok = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env("STRATA_RSH", &rsh)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let ok = |args: &[&str]| env.ok_with(&[("STRATA_RSH", &rsh)], args);
     ok(&["init", &url]);
     ok(&["create", &format!("{url}::one"), src.to_str().unwrap()]);
     ok(&["create", &format!("{url}::two"), src.to_str().unwrap()]);

@@ -25,20 +25,8 @@ fn the_command_suite_runs_over_real_ssh() {
         sshd.user(),
         env.path("repo").display()
     );
-    let ok = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env("STRATA_RSH", sshd.rsh())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let rsh = sshd.rsh();
+    let ok = |args: &[&str]| env.ok_with(&[("STRATA_RSH", &rsh)], args);
     ok(&["init", &url]);
     ok(&["create", &format!("{url}::one"), src.to_str().unwrap()]);
     std::fs::write(src.join("dir/added"), b"later\n").unwrap();
@@ -310,20 +298,8 @@ fn a_connection_cut_mid_backup_commits_nothing_and_the_next_run_resends_little()
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     let landed = dir_bytes(&data);
-    let ok = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env("STRATA_RSH", sshd.rsh())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let rsh = sshd.rsh();
+    let ok = |args: &[&str]| env.ok_with(&[("STRATA_RSH", &rsh)], args);
     assert_eq!(
         ok(&["list", "--short", &url]),
         "",

@@ -60,6 +60,43 @@ impl Env {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// `ok` with extra environment variables (e.g. STRATA_RSH).
+    pub fn ok_with(&self, vars: &[(&str, &str)], args: &[&str]) -> String {
+        let mut c = self.cmd();
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `strata create REPO::NAME -` waiting on its standard input, once it
+    /// holds its lock (a condition wait on the lock file).
+    pub fn spawn_locked_writer(&self, name: &str) -> std::process::Child {
+        let child = self
+            .std_cmd()
+            .args(["create", &format!("{}::{name}", self.repo()), "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let locks = self.path("repo/locks");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !has_lock(&locks) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer never took its lock"
+            );
+            std::thread::yield_now();
+        }
+        child
+    }
+
     /// Runs and asserts exit code 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
