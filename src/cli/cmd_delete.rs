@@ -80,3 +80,31 @@ pub fn rename(a: RenameArgs, lock_wait: u64) -> Result<i32> {
     let warnings = strata::ops::delete::rename(&mut repo, &from, &a.new_name)?;
     Ok(super::warn_all(&warnings))
 }
+
+#[derive(Args, Debug)]
+pub struct UndeleteArgs {
+    /// The manifest generation that still lists the archives
+    /// (`strata list --generations REPO`).
+    #[arg(long = "from-generation", value_name = "N")]
+    pub from_generation: u64,
+    /// Repository path.
+    pub repository: String,
+    /// Archive names to bring back (default: every archive of that
+    /// generation that is missing now).
+    pub archives: Vec<String>,
+}
+
+pub fn undelete(a: UndeleteArgs, lock_wait: u64) -> Result<i32> {
+    let loc = Location::parse(&a.repository)?;
+    let mut repo = common::open(&loc, true, lock_wait, true)?;
+    let (restored, warnings) =
+        strata::ops::delete::undelete(&mut repo, a.from_generation, &a.archives)?;
+    for n in &restored {
+        println!("Restored: {n}");
+    }
+    eprintln!(
+        "{} archive(s) are listed again; `strata check` confirms their data is complete",
+        restored.len()
+    );
+    Ok(super::warn_all(&warnings))
+}

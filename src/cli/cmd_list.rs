@@ -25,6 +25,10 @@ pub struct ListArgs {
     /// JSON on standard output (archives).
     #[arg(long)]
     pub json: bool,
+    /// List the manifest generations kept (each is the archive list after
+    /// one change), for `--generation N` and `undelete`.
+    #[arg(long)]
+    pub generations: bool,
     #[command(flatten)]
     pub filter: ArchiveFilter,
     /// REPO or REPO::ARCHIVE.
@@ -38,6 +42,21 @@ pub fn run(a: ListArgs, lock_wait: u64) -> Result<i32> {
     let repo = common::open(&loc, false, lock_wait, loc.archive.is_some())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    if a.generations {
+        for (g, m) in repo.manifest_generations()? {
+            match m {
+                Ok(m) => writeln!(
+                    out,
+                    "{g:>6}  {}  {} archives",
+                    common::time(&m.timestamp),
+                    m.archives.len()
+                )?,
+                Err(e) => writeln!(out, "{g:>6}  unreadable: {e}")?,
+            }
+        }
+        out.flush()?;
+        return Ok(super::EXIT_OK);
+    }
     match &loc.archive {
         None => {
             let archives = a.filter.apply(&repo.manifest().archives)?;

@@ -12,6 +12,16 @@ use strata::repo::client::ClientDirs;
 use strata::repo::{OpenOptions, Passphrase, Repository};
 
 static REMOTE_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static GENERATION: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// `--generation`: readers see that manifest generation.
+pub fn set_generation(g: Option<u64>) {
+    let _ = GENERATION.set(g);
+}
+
+pub fn generation() -> Option<u64> {
+    GENERATION.get().copied().flatten()
+}
 
 /// `--remote-path`: the strata program on servers.
 pub fn set_remote_path(p: &str) {
@@ -143,7 +153,16 @@ pub fn open_with(
             eprintln!("strata: waiting up to {lock_wait} s for {holder}")
         }),
     };
-    Ok(Repository::open(backend, &opts)?)
+    let mut repo = Repository::open(backend, &opts)?;
+    if let Some(g) = generation() {
+        if exclusive {
+            bail!(
+                "--generation is for reading (list, info, extract, diff, check); use `strata undelete` to bring archives back"
+            );
+        }
+        repo.view_generation(g)?;
+    }
+    Ok(repo)
 }
 
 pub fn threads() -> usize {

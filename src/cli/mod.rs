@@ -42,6 +42,10 @@ pub struct Cli {
     /// Wait up to SECONDS for another process's lock on the repository.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 1)]
     pub lock_wait: u64,
+    /// Read an older manifest generation (see `list --generations`): the
+    /// archive list as it was then, e.g. before a mistaken prune.
+    #[arg(long, global = true, value_name = "N")]
+    pub generation: Option<u64>,
     /// The strata program on the server of ssh:// repositories.
     #[arg(
         long,
@@ -77,6 +81,9 @@ pub enum Command {
     Compact(cmd_compact::CompactArgs),
     /// Delete archives not kept by the retention rules (then `compact`).
     Prune(cmd_prune::PruneArgs),
+    /// Put archives of an older manifest generation back (after a mistaken
+    /// delete or prune, while their data is still there).
+    Undelete(cmd_delete::UndeleteArgs),
     /// Rename an archive.
     Rename(cmd_delete::RenameArgs),
     /// Export, import, or change the passphrase of a repository key.
@@ -100,6 +107,7 @@ pub fn run() -> i32 {
         }
     };
     common::set_remote_path(&cli.remote_path);
+    common::set_generation(cli.generation);
     let result = match cli.command {
         Command::Init(a) => cmd_init::run(a),
         Command::Create(a) => cmd_create::run(a, cli.lock_wait),
@@ -111,6 +119,7 @@ pub fn run() -> i32 {
         Command::Diff(a) => cmd_diff::run(a, cli.lock_wait),
         Command::Compact(a) => cmd_compact::run(a, cli.lock_wait),
         Command::Prune(a) => cmd_prune::run(a, cli.lock_wait),
+        Command::Undelete(a) => cmd_delete::undelete(a, cli.lock_wait),
         Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
         Command::Key(a) => cmd_key::run(a),
         Command::Serve(a) => cmd_serve::run(a),

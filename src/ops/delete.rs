@@ -58,3 +58,44 @@ pub fn rename(repo: &mut Repository, from: &str, to: &str) -> Result<Vec<String>
     }
     repo.write_manifest(archives)
 }
+
+/// Puts archives listed by an older manifest generation back into the
+/// current list (after a mistaken or malicious delete/prune, while their
+/// data is still there: append-only repositories, or within compact's
+/// grace period). Returns the names restored.
+pub fn undelete(
+    repo: &mut Repository,
+    generation: u64,
+    names: &[String],
+) -> Result<(Vec<String>, Vec<String>)> {
+    let old = crate::repo::read_manifest(repo.backend().as_ref(), repo.sealer(), generation)?;
+    let mut archives = repo.manifest().archives.clone();
+    let mut restored = Vec::new();
+    for a in old.archives {
+        let wanted = names.is_empty() || names.contains(&a.name);
+        if wanted && !archives.iter().any(|x| x.name == a.name) {
+            if !repo.index().contains(&a.id) {
+                return Err(Error::corrupt(format!(
+                    "archive {} of generation {generation} has lost its data (compacted)",
+                    a.name
+                )));
+            }
+            restored.push(a.name.clone());
+            archives.push(a);
+        }
+    }
+    for n in names {
+        if !restored.contains(n) {
+            return Err(Error::invalid(format!(
+                "generation {generation} has no archive `{n}` that is missing now"
+            )));
+        }
+    }
+    archives.sort_by(|a, b| a.time.cmp(&b.time));
+    let warnings = if restored.is_empty() {
+        vec![]
+    } else {
+        repo.write_manifest(archives)?
+    };
+    Ok((restored, warnings))
+}

@@ -126,6 +126,8 @@ pub struct Repository {
     index_files: Vec<String>,
     lock: LockGuard,
     pack_cache: pack_cache::PackCache,
+    /// `view_generation` was used: the manifest in memory is not the newest.
+    viewing_old: bool,
 }
 
 impl Repository {
@@ -216,6 +218,7 @@ impl Repository {
             index_files,
             lock,
             pack_cache: pack_cache::PackCache::default(),
+            viewing_old: false,
         })
     }
 
@@ -305,6 +308,11 @@ impl Repository {
     /// Returns warnings about housekeeping after the commit, which has
     /// happened by then and is not undone by them.
     pub fn write_manifest(&mut self, archives: Vec<ArchiveRef>) -> Result<Vec<String>> {
+        if self.viewing_old {
+            return Err(Error::invalid(
+                "an older manifest generation is open for reading; nothing can be written",
+            ));
+        }
         self.check_unchanged()?;
         let generation = self.manifest.generation + 1;
         let next = Manifest {
@@ -421,6 +429,31 @@ impl Repository {
         }
         self.index_files.push(name);
         Ok(adopted.len())
+    }
+
+    /// Every manifest generation present, oldest first, each read and
+    /// authenticated (or why it could not be).
+    pub fn manifest_generations(&self) -> Result<Vec<(u64, Result<Manifest>)>> {
+        let mut gens: Vec<u64> = self
+            .backend
+            .list(FileKind::Manifest)?
+            .iter()
+            .filter_map(|f| manifest::parse_file_name(&f.name))
+            .collect();
+        gens.sort_unstable();
+        Ok(gens
+            .into_iter()
+            .map(|g| (g, read_manifest(self.backend.as_ref(), &self.sealer, g)))
+            .collect())
+    }
+
+    /// Shows the archive list of an older generation (read-only: a
+    /// repository opened this way refuses to write a manifest).
+    pub fn view_generation(&mut self, generation: u64) -> Result<()> {
+        let m = read_manifest(self.backend.as_ref(), &self.sealer, generation)?;
+        self.manifest.archives = m.archives;
+        self.viewing_old = true;
+        Ok(())
     }
 
     /// How many index files were loaded.
