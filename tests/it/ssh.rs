@@ -325,3 +325,119 @@ fn a_connection_cut_mid_backup_commits_nothing_and_the_next_run_resends_little()
     ]);
     assert_same_tree(&src, &restored(&dest, &src));
 }
+
+/// The built-in client (russh): no system ssh involved.
+fn builtin(env: &Env, sshd: &Sshd, args: &[&str]) -> std::process::Output {
+    env.cmd()
+        .env_remove("STRATA_RSH")
+        .env("STRATA_SSH_KEY", sshd.key_path())
+        .env("STRATA_KNOWN_HOSTS", sshd.known_hosts())
+        .env("STRATA_REMOTE_PATH", strata_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_builtin_ssh_client_backs_up_restores_and_checks_host_keys() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    let forced = format!(
+        "{} serve --restrict-to-path {}",
+        strata_bin(),
+        env.dir.path().display()
+    );
+    let sshd = Sshd::start(Some(&forced));
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        sshd.user(),
+        sshd.port(),
+        env.path("repo").display()
+    );
+    let ok = |args: &[&str]| {
+        let out = builtin(&env, &sshd, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["init", &url]);
+    ok(&["create", &format!("{url}::a"), src.to_str().unwrap()]);
+    ok(&["check", "--verify-data", &url]);
+    let dest = env.path("out");
+    std::fs::create_dir(&dest).unwrap();
+    ok(&[
+        "extract",
+        "--sparse",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{url}::a"),
+    ]);
+    assert_same_tree(&src, &restored(&dest, &src));
+    let fail = |args: &[&str], needle: &str| {
+        let out = builtin(&env, &sshd, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "expected `{needle}`: {err}");
+    };
+    // an unknown host is refused, then accepted once with STRATA_SSH_ACCEPT_NEW
+    std::fs::write(sshd.known_hosts(), "").unwrap();
+    fail(&["list", &url], "is not in");
+    let out = env
+        .cmd()
+        .env_remove("STRATA_RSH")
+        .env("STRATA_SSH_KEY", sshd.key_path())
+        .env("STRATA_KNOWN_HOSTS", sshd.known_hosts())
+        .env("STRATA_SSH_ACCEPT_NEW", "1")
+        .args(["list", "--short", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(sshd.known_hosts())
+            .unwrap()
+            .contains("ssh-ed25519")
+    );
+    // a changed host key is refused even with accept-new
+    let other = Sshd::start(None);
+    std::fs::write(
+        sshd.known_hosts(),
+        format!("[127.0.0.1]:{} {}\n", sshd.port(), other.host_pubkey()),
+    )
+    .unwrap();
+    fail(&["list", &url], "CHANGED");
+    // a key the server does not know
+    std::fs::write(
+        sshd.known_hosts(),
+        format!("[127.0.0.1]:{} {}\n", sshd.port(), sshd.host_pubkey()),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .env_remove("STRATA_RSH")
+        .env("STRATA_SSH_KEY", other.key_path())
+        .env("STRATA_KNOWN_HOSTS", sshd.known_hosts())
+        .args(["list", &url])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // nothing listening
+    let closed = format!(
+        "ssh://{}@127.0.0.1:1{}",
+        sshd.user(),
+        env.path("repo").display()
+    );
+    fail(&["list", &closed], "cannot reach 127.0.0.1:1");
+}

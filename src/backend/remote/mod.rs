@@ -7,14 +7,15 @@
 
 pub mod proto;
 pub mod server;
+pub mod ssh;
 
 use super::{Backend, FileInfo, FileKind, Space};
 use crate::error::{Error, Result};
 use crossbeam_channel::{Sender, bounded};
 use proto::*;
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -84,13 +85,71 @@ impl RemoteUrl {
     }
 }
 
+/// The byte stream to `strata serve`: a child process (the system ssh, or
+/// STRATA_RSH) or the built-in SSH client.
+struct Link {
+    writer: Box<dyn Write + Send>,
+    reader: Box<dyn Read + Send>,
+    child: Option<Child>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Link {
+    /// Runs `<rsh> [-p port] destination command`.
+    fn spawn(
+        rsh: &str,
+        url: &RemoteUrl,
+        command: &str,
+        tail: Arc<Mutex<VecDeque<String>>>,
+    ) -> Result<Self> {
+        let mut words = rsh.split_whitespace();
+        let program = words.next().unwrap_or("ssh");
+        let mut cmd = Command::new(program);
+        cmd.args(words);
+        if let Some(p) = url.port {
+            cmd.args(["-p", &p.to_string()]);
+        }
+        cmd.arg(url.destination()).arg(command);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::Remote(format!(
+                "cannot run `{program}` to reach {}: {e} (check STRATA_RSH)",
+                url.host
+            ))
+        })?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(Error::invalid("ssh pipes were not created"));
+        };
+        let stderr_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if let Ok(mut t) = tail.lock() {
+                    if t.len() == 8 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            }
+        });
+        Ok(Self {
+            writer: Box::new(stdin),
+            reader: Box::new(stdout),
+            child: Some(child),
+            stderr_reader: Some(stderr_reader),
+        })
+    }
+}
+
 type Pending = Arc<Mutex<HashMap<u64, Sender<std::result::Result<Payload, RemoteError>>>>>;
 
 pub struct RemoteBackend {
     display: String,
     identity: String,
-    child: Mutex<Child>,
-    stdin: Mutex<Option<ChildStdin>>,
+    child: Mutex<Option<Child>>,
+    stdin: Mutex<Option<Box<dyn Write + Send>>>,
     pending: Pending,
     /// Why the connection ended, once it has.
     dead: Arc<Mutex<Option<String>>>,
@@ -108,64 +167,45 @@ impl RemoteBackend {
         create: bool,
         remote_path: &str,
     ) -> Result<Self> {
-        let rsh = std::env::var("STRATA_RSH").unwrap_or_else(|_| "ssh".into());
-        let mut words = rsh.split_whitespace();
-        let program = words.next().unwrap_or("ssh");
-        let mut cmd = Command::new(program);
-        cmd.args(words);
-        if let Some(p) = url.port {
-            cmd.args(["-p", &p.to_string()]);
-        }
-        cmd.arg(url.destination())
-            .arg(format!("{remote_path} serve"));
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::Remote(format!(
-                "cannot run `{program}` to reach {}: {e} (set STRATA_RSH to your ssh command)",
-                url.host
-            ))
-        })?;
-        let (stdin, stdout, stderr) =
-            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
-                (Some(i), Some(o), Some(e)) => (i, o, e),
-                _ => return Err(Error::invalid("ssh pipes were not created")),
-            };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let tail = stderr_tail.clone();
-        let stderr_reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                if let Ok(mut t) = tail.lock() {
-                    if t.len() == 8 {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
+        let command = format!("{remote_path} serve");
+        let mut link = match std::env::var("STRATA_RSH") {
+            Ok(rsh) => Link::spawn(&rsh, url, &command, stderr_tail.clone())?,
+            Err(_) => {
+                let t = ssh::connect(
+                    url,
+                    &command,
+                    &ssh::SshOptions::from_env(),
+                    stderr_tail.clone(),
+                )?;
+                Link {
+                    writer: Box::new(t.writer),
+                    reader: Box::new(t.reader),
+                    child: None,
+                    stderr_reader: None,
                 }
             }
-        });
-        let mut stdin = stdin;
-        let mut stdout = stdout;
+        };
         let hello = Hello {
             magic: PROTOCOL_MAGIC.into(),
             version: PROTOCOL_VERSION,
             path: url.path.clone(),
             create,
         };
-        let sent = write_frame(&mut stdin, &hello);
-        let answer = read_frame::<std::result::Result<Welcome, RemoteError>>(&mut stdout);
+        let sent = write_frame(&mut link.writer, &hello);
+        let answer = read_frame::<std::result::Result<Welcome, RemoteError>>(&mut link.reader);
         let welcome = match (sent, answer) {
             (Ok(()), Ok(Some(Ok(w)))) => w,
             (_, Ok(Some(Err(e)))) => return Err(from_remote(e, display)),
             _ => {
-                let status = child.wait().ok();
+                let status = link.child.as_mut().and_then(|c| c.wait().ok());
                 // ssh has exited: its stderr is complete once the reader ends.
-                let _ = stderr_reader.join();
-                let why = last_line(&stderr_tail).unwrap_or_else(|| {
-                    format!(
-                        "ssh ended with {}",
-                        status.map(|s| s.to_string()).unwrap_or_default()
-                    )
+                if let Some(r) = link.stderr_reader.take() {
+                    let _ = r.join();
+                }
+                let why = last_line(&stderr_tail).unwrap_or_else(|| match status {
+                    Some(s) => format!("ssh ended with {s}"),
+                    None => "the server closed the connection".into(),
                 });
                 return Err(Error::Remote(format!(
                     "cannot reach strata on {}: {why} (check the host, your SSH key and known_hosts, and that strata is installed there or given with --remote-path)",
@@ -173,6 +213,12 @@ impl RemoteBackend {
                 )));
             }
         };
+        let Link {
+            writer,
+            reader: stdout,
+            child,
+            ..
+        } = link;
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let dead = Arc::new(Mutex::new(None));
         let reader = {
@@ -183,7 +229,7 @@ impl RemoteBackend {
             display: display.to_string(),
             identity: url.identity(),
             child: Mutex::new(child),
-            stdin: Mutex::new(Some(stdin)),
+            stdin: Mutex::new(Some(writer)),
             pending,
             dead,
             stderr_tail,
@@ -290,7 +336,7 @@ impl Drop for RemoteBackend {
         if let Ok(mut s) = self.stdin.lock() {
             s.take();
         }
-        if let Ok(mut c) = self.child.lock() {
+        if let Some(mut c) = self.child.lock().ok().and_then(|mut c| c.take()) {
             let _ = c.wait();
         }
         if let Some(r) = self.reader.lock().ok().and_then(|mut r| r.take()) {
