@@ -54,9 +54,9 @@ t "strata create local" "$strata" create "$work/local-repo::a" "$src"
 t "strata create ssh" "$strata" create "ssh://root@127.0.0.1$work/ssh-repo::a" "$src"
 t "strata create ssh unchanged" "$strata" create "ssh://root@127.0.0.1$work/ssh-repo::b" "$src"
 # the built-in client (russh) instead of the system ssh
-builtin() { env -u STRATA_RSH STRATA_SSH_KEY="$work/client_key" STRATA_KNOWN_HOSTS="$work/known_hosts" "$@"; }
-builtin "$strata" init "ssh://root@127.0.0.1:$port$work/russh-repo" 2>/dev/null
-t "strata create russh" builtin "$strata" create "ssh://root@127.0.0.1:$port$work/russh-repo::a" "$src"
+builtin=(env -u STRATA_RSH STRATA_SSH_KEY="$work/client_key" STRATA_KNOWN_HOSTS="$work/known_hosts")
+"${builtin[@]}" "$strata" init "ssh://root@127.0.0.1:$port$work/russh-repo" 2>/dev/null
+t "strata create russh" "${builtin[@]}" "$strata" create "ssh://root@127.0.0.1:$port$work/russh-repo::a" "$src"
 mkdir -p "$work/x4"
 t "strata extract russh" sh -c "cd $work/x4 && env -u STRATA_RSH STRATA_SSH_KEY=$work/client_key STRATA_KNOWN_HOSTS=$work/known_hosts $strata extract ssh://root@127.0.0.1:$port$work/russh-repo::a"
 rm -rf "$work/x4"
