@@ -440,4 +440,54 @@ fn the_builtin_ssh_client_backs_up_restores_and_checks_host_keys() {
         env.path("repo").display()
     );
     fail(&["list", &closed], "cannot reach 127.0.0.1:1");
+    // the key held by an ssh-agent instead of a key file
+    let sock = env.path("agent.sock");
+    let agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent did not start"
+        );
+        std::thread::yield_now();
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(sshd.key_path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let out = env
+        .cmd()
+        .env_remove("STRATA_RSH")
+        .env("STRATA_SSH_KEY", env.path("no-such-key"))
+        .env("STRATA_KNOWN_HOSTS", sshd.known_hosts())
+        .env("SSH_AUTH_SOCK", &sock)
+        .args(["list", "--short", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "agent auth: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n");
 }

@@ -4,7 +4,8 @@
 //! a plain `Read` and `Write`.
 //!
 //! Settings (environment): `STRATA_SSH_KEY` (default: ~/.ssh/id_ed25519,
-//! then id_ecdsa), `STRATA_KNOWN_HOSTS` (default ~/.ssh/known_hosts),
+//! then id_ecdsa; then the keys of the ssh-agent at SSH_AUTH_SOCK),
+//! `STRATA_KNOWN_HOSTS` (default ~/.ssh/known_hosts),
 //! `STRATA_SSH_ACCEPT_NEW=1` (like OpenSSH's accept-new: record an unknown
 //! host, still refuse a changed one). `STRATA_RSH` bypasses all of this and
 //! runs the system ssh instead.
@@ -272,6 +273,34 @@ fn cipher_order() -> Vec<russh::cipher::Name> {
     }
 }
 
+/// Tries every key the ssh-agent at SSH_AUTH_SOCK holds.
+async fn agent_auth(
+    session: &mut client::Handle<HostCheck>,
+    user: &str,
+    tried: &mut Vec<String>,
+) -> bool {
+    let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await else {
+        return false;
+    };
+    let Ok(ids) = agent.request_identities().await else {
+        return false;
+    };
+    for id in ids {
+        let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else {
+            continue;
+        };
+        tried.push(format!("ssh-agent key `{comment}`"));
+        if let Ok(r) = session
+            .authenticate_publickey_with(user, key, None, &mut agent)
+            .await
+            && r.success()
+        {
+            return true;
+        }
+    }
+    false
+}
+
 async fn open(
     url: &RemoteUrl,
     command: &str,
@@ -325,10 +354,13 @@ async fn open(
             Err(e) => return Err(format!("authentication with {} failed: {e}", url.host)),
         }
     }
+    if !authenticated && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        authenticated = agent_auth(&mut session, &user, &mut tried).await;
+    }
     if !authenticated {
         return Err(if tried.is_empty() {
             format!(
-                "no usable SSH key (tried {}): set STRATA_SSH_KEY, or STRATA_RSH=ssh to use the system ssh",
+                "no usable SSH key (tried {}, and no ssh-agent key): set STRATA_SSH_KEY, or STRATA_RSH=ssh to use the system ssh",
                 opts.keys
                     .iter()
                     .map(|k| k.display().to_string())
