@@ -46,6 +46,11 @@ pub struct Cli {
     /// archive list as it was then, e.g. before a mistaken prune.
     #[arg(long, global = true, value_name = "N")]
     pub generation: Option<u64>,
+    /// Like OpenSSH's StrictHostKeyChecking=accept-new for the built-in SSH
+    /// client: record the host key of a server not in known_hosts yet (a
+    /// changed key is still refused). Also STRATA_SSH_ACCEPT_NEW=1.
+    #[arg(long, global = true)]
+    pub accept_new: bool,
     /// The strata program on the server of ssh:// repositories.
     #[arg(
         long,
@@ -108,6 +113,9 @@ pub fn run() -> i32 {
     };
     common::set_remote_path(&cli.remote_path);
     common::set_generation(cli.generation);
+    if cli.accept_new {
+        strata::backend::remote::ssh::force_accept_new();
+    }
     let result = match cli.command {
         Command::Init(a) => cmd_init::run(a),
         Command::Create(a) => cmd_create::run(a, cli.lock_wait),

@@ -236,6 +236,13 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
 
 #[test]
 fn a_connection_cut_mid_backup_commits_nothing_and_the_next_run_resends_little() {
+    // cut early, in the middle, and late in the backup
+    for cut_at in [1u64 << 20, 6 << 20, 14 << 20] {
+        connection_cut_at(cut_at);
+    }
+}
+
+fn connection_cut_at(cut_at: u64) {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -278,7 +285,7 @@ fn a_connection_cut_mid_backup_commits_nothing_and_the_next_run_resends_little()
     // condition wait: some packs have landed on the server
     let data = env.path("repo/data");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while dir_bytes(&data) < (6 << 20) {
+    while dir_bytes(&data) < cut_at {
         assert!(std::time::Instant::now() < deadline, "no data arrived");
         std::thread::yield_now();
     }
@@ -308,10 +315,13 @@ fn a_connection_cut_mid_backup_commits_nothing_and_the_next_run_resends_little()
     // the stale lock of the dead session: broken by the operator
     ok(&["break-lock", &url]);
     ok(&["create", &format!("{url}::a"), src.to_str().unwrap()]);
+    // up to 3 packs were in flight when the link was cut (their temporary
+    // files are counted in `landed` but must be sent again), hence 4 MiB
+    // of slack
     let resent = dir_bytes(&data) - landed;
     let total = 24u64 << 20;
     assert!(
-        resent < total - landed + (2 << 20),
+        resent < total - landed + (4 << 20),
         "resent {resent} bytes of {total} after {landed} had landed"
     );
     ok(&["check", "--verify-data", &url]);
@@ -384,7 +394,7 @@ fn the_builtin_ssh_client_backs_up_restores_and_checks_host_keys() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
         assert!(err.contains(needle), "expected `{needle}`: {err}");
     };
-    // an unknown host is refused, then accepted once with STRATA_SSH_ACCEPT_NEW
+    // an unknown host is refused, then accepted once with --accept-new
     std::fs::write(sshd.known_hosts(), "").unwrap();
     fail(&["list", &url], "is not in");
     let out = env
@@ -392,8 +402,7 @@ fn the_builtin_ssh_client_backs_up_restores_and_checks_host_keys() {
         .env_remove("STRATA_RSH")
         .env("STRATA_SSH_KEY", sshd.key_path())
         .env("STRATA_KNOWN_HOSTS", sshd.known_hosts())
-        .env("STRATA_SSH_ACCEPT_NEW", "1")
-        .args(["list", "--short", &url])
+        .args(["--accept-new", "list", "--short", &url])
         .output()
         .unwrap();
     assert!(

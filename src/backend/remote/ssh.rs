@@ -26,6 +26,13 @@ pub const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Missed keepalives before the connection counts as lost (one minute).
 pub const KEEPALIVE_MAX: usize = 4;
 
+static ACCEPT_NEW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--accept-new` on the command line.
+pub fn force_accept_new() {
+    ACCEPT_NEW.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[derive(Clone, Debug)]
 pub struct SshOptions {
     pub keys: Vec<PathBuf>,
@@ -45,8 +52,8 @@ impl SshOptions {
         let known_hosts = std::env::var_os("STRATA_KNOWN_HOSTS")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join(".ssh/known_hosts"));
-        let accept_new =
-            std::env::var("STRATA_SSH_ACCEPT_NEW").is_ok_and(|v| v == "1" || v == "yes");
+        let accept_new = ACCEPT_NEW.load(std::sync::atomic::Ordering::Relaxed)
+            || std::env::var("STRATA_SSH_ACCEPT_NEW").is_ok_and(|v| v == "1" || v == "yes");
         Self {
             keys,
             known_hosts,
@@ -92,7 +99,7 @@ impl HostCheck {
                 .map_err(|e| format!("cannot record the host key of {shown} in {file}: {e}"))
             }
             _ => Err(format!(
-                "the host key of {shown} ({fingerprint}) is not in {file}: check the fingerprint, then connect once with `ssh` or set STRATA_SSH_ACCEPT_NEW=1"
+                "the host key of {shown} ({fingerprint}) is not in {file}: check the fingerprint, then connect once with --accept-new (or `ssh`)"
             )),
         }
     }
