@@ -257,6 +257,38 @@ impl Backend for LocalBackend {
         Ok(self.path(kind, name)?.exists())
     }
 
+    fn remove_stale_temporaries(&self, older_than_secs: u64) -> Result<u64> {
+        let now = chrono::Utc::now().timestamp();
+        let mut dirs = vec![self.root.clone()];
+        for kind in [
+            FileKind::Key,
+            FileKind::Index,
+            FileKind::Manifest,
+            FileKind::Lock,
+        ] {
+            dirs.push(self.root.join(kind.dir()));
+        }
+        for i in 0..=255u8 {
+            dirs.push(self.root.join("data").join(format!("{i:02x}")));
+        }
+        let mut removed = 0;
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let stale = e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && e.metadata().is_ok_and(|m| {
+                        m.is_file() && now.saturating_sub(modified(&m)) >= older_than_secs as i64
+                    });
+                if stale && fs::remove_file(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn space(&self) -> Result<Space> {
         let st = rustix::fs::statvfs(&self.root)
             .map_err(|e| Error::io(format!("statvfs {}", self.display), e.into()))?;

@@ -82,6 +82,12 @@ pub trait Backend: Send + Sync {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
     fn space(&self) -> Result<Space>;
+    /// Removes temporary files (left by writers that crashed or lost their
+    /// connection mid-write) not modified for `older_than_secs`; returns
+    /// how many. Only `compact` calls this.
+    fn remove_stale_temporaries(&self, _older_than_secs: u64) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 /// File names are lower-case hex or short `[a-z0-9._-]` words; anything else

@@ -35,12 +35,13 @@ pub fn run(a: CompactArgs, lock_wait: u64) -> Result<i32> {
     let p = &r.plan;
     let verb = if a.dry_run { "Would free" } else { "Freed" };
     eprintln!(
-        "{verb} {}: {} packs rewritten into {}, {} packs deleted, {} leftover packs removed, {} unused blobs dropped",
+        "{verb} {}: {} packs rewritten into {}, {} packs deleted, {} leftover packs and {} temporary files removed, {} unused blobs dropped",
         size(p.bytes_freed),
         p.rewrite.len(),
         r.new_packs,
         p.delete.len(),
         p.orphans.len(),
+        r.temporaries,
         r.blobs_dropped
     );
     if let (Some(b), Ok(a)) = (before, repo.backend().space()) {

@@ -54,6 +54,8 @@ pub struct CompactPlan {
 #[derive(Debug, Default)]
 pub struct CompactReport {
     pub plan: CompactPlan,
+    /// Temporary files of interrupted writes removed.
+    pub temporaries: u64,
     pub new_packs: usize,
     pub blobs_dropped: u64,
 }
@@ -96,6 +98,11 @@ pub fn compact(repo: &mut Repository, opts: &CompactOptions) -> Result<CompactRe
         plan,
         ..Default::default()
     };
+    if !opts.dry_run {
+        report.temporaries = repo
+            .backend()
+            .remove_stale_temporaries(opts.grace.as_secs())?;
+    }
     if opts.dry_run
         || (report.plan.rewrite.is_empty()
             && report.plan.delete.is_empty()

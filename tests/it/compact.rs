@@ -359,3 +359,27 @@ fn append_only_repositories_never_lose_a_file() {
     ]);
     assert_same_tree(&src, &restored(&dest, &src));
 }
+
+#[test]
+fn compact_removes_temporary_files_of_interrupted_writes_after_the_grace_period() {
+    let env = Env::new();
+    setup(&env);
+    let old = env.path("repo/data/00/.tmp-0123456789abcdef-old");
+    let young = env.path("repo/index/.tmp-0123456789abcdef-young");
+    std::fs::write(&old, vec![0u8; 4096]).unwrap();
+    age_files(&env.path("repo/data/00"), 7200);
+    std::fs::write(&young, vec![0u8; 4096]).unwrap();
+    let out = env.run(&["compact", &env.repo()]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 temporary files removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!old.exists(), "a stale temporary file was left");
+    assert!(
+        young.exists(),
+        "a temporary file of a running writer was removed"
+    );
+    env.ok(&["check", "--verify-data", &env.repo()]);
+}

@@ -424,6 +424,13 @@ impl Backend for RemoteBackend {
         }
     }
 
+    fn remove_stale_temporaries(&self, older_than_secs: u64) -> Result<u64> {
+        match self.call(Op::RemoveStaleTemporaries { older_than_secs })? {
+            Payload::Count { n } => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     fn space(&self) -> Result<Space> {
         match self.call(Op::Space)? {
             Payload::Space { total, free } => Ok(Space { total, free }),

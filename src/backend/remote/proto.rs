@@ -107,6 +107,9 @@ pub enum Op {
         name: String,
     },
     Space,
+    RemoveStaleTemporaries {
+        older_than_secs: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -140,6 +143,9 @@ pub enum Payload {
     Space {
         total: u64,
         free: u64,
+    },
+    Count {
+        n: u64,
     },
 }
 

@@ -167,6 +167,17 @@ impl Session {
             Op::Space => Ok(self.backend.space().map_err(r)?.into()),
             Op::Write { kind, name, data } => self.write(kind.into(), &name, &data),
             Op::Delete { kind, name } => self.delete(kind.into(), &name),
+            Op::RemoveStaleTemporaries { older_than_secs } => {
+                if self.opts.append_only || self.opts.read_only {
+                    return Err(denied("this key may not remove files"));
+                }
+                Ok(Payload::Count {
+                    n: self
+                        .backend
+                        .remove_stale_temporaries(older_than_secs)
+                        .map_err(r)?,
+                })
+            }
         }
     }
 
