@@ -15,8 +15,8 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::repo::Repository;
-use crate::repo::pack::{PackBuilder, PackEntry};
-use crate::repo::writer::{WriteSummary, flush_pack, write_index};
+use crate::repo::pack::PackEntry;
+use crate::repo::writer::{PackCopier, WriteSummary, write_index};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -218,9 +218,11 @@ fn copy_used_blobs(
     used: &HashSet<BlobId>,
     report: &mut CompactReport,
 ) -> Result<WriteSummary> {
-    let mut summary = WriteSummary::default();
-    let mut builder = PackBuilder::default();
-    let pack_size = repo.config().pack_size as usize;
+    let mut copier = PackCopier::new(
+        repo.backend().as_ref(),
+        repo.sealer(),
+        repo.config().pack_size,
+    );
     for id in rewrite {
         let Some(p) = packs.get(id) else { continue };
         let data = repo.backend().read(FileKind::Pack, &id.to_hex())?;
@@ -242,25 +244,10 @@ fn copy_used_blobs(
                         blob.short()
                     ))
                 })?;
-            builder.add(e.ty, *blob, e.raw_length, env);
-            if builder.len() >= pack_size {
-                flush_pack(
-                    std::mem::take(&mut builder),
-                    repo.backend().as_ref(),
-                    repo.sealer(),
-                    &mut summary,
-                )?;
-            }
+            copier.add(e, env)?;
         }
     }
-    if !builder.is_empty() {
-        flush_pack(
-            builder,
-            repo.backend().as_ref(),
-            repo.sealer(),
-            &mut summary,
-        )?;
-    }
+    let summary = copier.finish()?;
     report.new_packs = summary.packs.len();
     Ok(summary)
 }

@@ -19,8 +19,8 @@ use crate::error::Result;
 use crate::id::PackId;
 use crate::repo::Repository;
 use crate::repo::manifest::ArchiveRef;
-use crate::repo::pack::{PackBuilder, PackEntry, read_header};
-use crate::repo::writer::{WriteSummary, flush_pack};
+use crate::repo::pack::{PackEntry, read_header};
+use crate::repo::writer::PackCopier;
 use std::collections::HashMap;
 
 #[derive(Debug, Default)]
@@ -121,8 +121,11 @@ fn salvage_packs(
     report: &mut RepairReport,
 ) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
     let mut keep = Vec::new();
-    let mut salvaged = WriteSummary::default();
-    let mut builder = PackBuilder::default();
+    let mut copier = PackCopier::new(
+        repo.backend().as_ref(),
+        repo.sealer(),
+        repo.config().pack_size,
+    );
     for f in repo.backend().list(FileKind::Pack)? {
         report.packs += 1;
         // A pack that cannot be read at all (I/O error) is left alone: the
@@ -153,28 +156,12 @@ fn salvage_packs(
                 report.damaged_packs.push(f.name.clone());
                 for e in good {
                     let env = &data[e.offset as usize..(e.offset + e.length) as usize];
-                    builder.add(e.ty, e.id, e.raw_length, env);
-                    if builder.len() >= repo.config().pack_size as usize {
-                        flush_pack(
-                            std::mem::take(&mut builder),
-                            repo.backend().as_ref(),
-                            repo.sealer(),
-                            &mut salvaged,
-                        )?;
-                    }
+                    copier.add(e, env)?;
                 }
             }
         }
     }
-    if !builder.is_empty() {
-        flush_pack(
-            builder,
-            repo.backend().as_ref(),
-            repo.sealer(),
-            &mut salvaged,
-        )?;
-    }
-    keep.extend(salvaged.packs);
+    keep.extend(copier.finish()?.packs);
     Ok(keep)
 }
 

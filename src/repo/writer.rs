@@ -305,6 +305,49 @@ fn pack_all(
     Ok(summary)
 }
 
+/// Copies already-sealed blobs into new packs (compact and repair move
+/// blobs without decrypting them: envelopes are bound to type and id only).
+pub(crate) struct PackCopier<'a> {
+    backend: &'a dyn Backend,
+    sealer: &'a Sealer,
+    pack_size: usize,
+    builder: PackBuilder,
+    summary: WriteSummary,
+}
+
+impl<'a> PackCopier<'a> {
+    pub fn new(backend: &'a dyn Backend, sealer: &'a Sealer, pack_size: u32) -> Self {
+        Self {
+            backend,
+            sealer,
+            pack_size: pack_size as usize,
+            builder: PackBuilder::default(),
+            summary: WriteSummary::default(),
+        }
+    }
+
+    pub fn add(&mut self, e: &PackEntry, envelope: &[u8]) -> Result<()> {
+        self.builder.add(e.ty, e.id, e.raw_length, envelope);
+        if self.builder.len() >= self.pack_size {
+            flush_pack(
+                std::mem::take(&mut self.builder),
+                self.backend,
+                self.sealer,
+                &mut self.summary,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes the last pack; returns the packs written.
+    pub fn finish(mut self) -> Result<WriteSummary> {
+        if !self.builder.is_empty() {
+            flush_pack(self.builder, self.backend, self.sealer, &mut self.summary)?;
+        }
+        Ok(self.summary)
+    }
+}
+
 pub(crate) fn flush_pack(
     pack: PackBuilder,
     backend: &dyn Backend,
