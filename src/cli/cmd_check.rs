@@ -1,5 +1,6 @@
 //! `strata check`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use anyhow::Result;
 use clap::Args;
@@ -38,7 +39,7 @@ pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
     if a.repair {
         return repair(&loc, lock_wait, a.json);
     }
-    let repo = common::open(&loc, false, lock_wait, true)?;
+    let repo = common::open(&loc, LockMode::Shared, lock_wait, true)?;
     let started = Instant::now();
     let last = Mutex::new(Instant::now());
     let show = a.progress;
@@ -120,7 +121,7 @@ pub fn run(a: CheckArgs, lock_wait: u64) -> Result<i32> {
 }
 
 fn repair(loc: &Location, lock_wait: u64, json: bool) -> Result<i32> {
-    let mut repo = common::open_with(loc, true, lock_wait, true, true)?;
+    let mut repo = common::open_with(loc, LockMode::Destructive, lock_wait, true, true)?;
     let r = strata::ops::repair::repair(&mut repo)?;
     let clean = r.damaged_packs.is_empty()
         && r.unreadable_packs.is_empty()

@@ -1,5 +1,6 @@
 //! `strata compact`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use anyhow::Result;
 use clap::Args;
@@ -24,7 +25,7 @@ pub struct CompactArgs {
 
 pub fn run(a: CompactArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.repository)?;
-    let mut repo = common::open(&loc, true, lock_wait, true)?;
+    let mut repo = common::open(&loc, LockMode::Destructive, lock_wait, true)?;
     let before = repo.backend().space().ok();
     let opts = CompactOptions {
         threshold_pct: a.threshold,

@@ -1,5 +1,6 @@
 //! `strata create`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location, duration, size};
 use super::placeholders;
 use super::progress::Terminal;
@@ -90,7 +91,7 @@ pub fn run(a: CreateArgs, lock_wait: u64) -> Result<i32> {
         threads: common::threads(),
         command_line: std::env::args().collect(),
     };
-    let mut repo = common::open(&loc, true, lock_wait, true)?;
+    let mut repo = common::open(&loc, LockMode::Exclusive, lock_wait, true)?;
     let mut term = Terminal::new(a.list, a.progress, "backed up");
     let result = create(&mut repo, &opts, &mut term);
     term.finish();

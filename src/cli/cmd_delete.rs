@@ -1,5 +1,6 @@
 //! `strata delete` and `strata rename`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location};
 use anyhow::{Result, bail};
 use clap::Args;
@@ -22,7 +23,7 @@ pub struct DeleteArgs {
 
 pub fn delete(a: DeleteArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.location)?;
-    let mut repo = common::open(&loc, true, lock_wait, false)?;
+    let mut repo = common::open(&loc, LockMode::Exclusive, lock_wait, false)?;
     let mut names: Vec<String> = loc
         .archive
         .iter()
@@ -76,7 +77,7 @@ pub struct RenameArgs {
 pub fn rename(a: RenameArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.archive)?;
     let from = loc.archive()?.to_string();
-    let mut repo = common::open(&loc, true, lock_wait, true)?;
+    let mut repo = common::open(&loc, LockMode::Exclusive, lock_wait, true)?;
     let warnings = strata::ops::delete::rename(&mut repo, &from, &a.new_name)?;
     Ok(super::warn_all(&warnings))
 }
@@ -96,7 +97,7 @@ pub struct UndeleteArgs {
 
 pub fn undelete(a: UndeleteArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.repository)?;
-    let mut repo = common::open(&loc, true, lock_wait, true)?;
+    let mut repo = common::open(&loc, LockMode::Exclusive, lock_wait, true)?;
     let (restored, warnings) =
         strata::ops::delete::undelete(&mut repo, a.from_generation, &a.archives)?;
     for n in &restored {

@@ -1,5 +1,6 @@
 //! `strata diff`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use anyhow::Result;
 use clap::Args;
@@ -23,7 +24,7 @@ pub struct DiffArgs {
 
 pub fn run(a: DiffArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.archive)?;
-    let repo = common::open(&loc, false, lock_wait, true)?;
+    let repo = common::open(&loc, LockMode::Shared, lock_wait, true)?;
     let first = Archive::find(&repo, loc.archive()?)?;
     let second = Archive::find(&repo, &a.other)?;
     let stdout = std::io::stdout();

@@ -1,5 +1,6 @@
 //! `strata extract`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use super::progress::Terminal;
 use anyhow::Result;
@@ -39,7 +40,7 @@ pub struct ExtractArgs {
 pub fn run(a: ExtractArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.archive)?;
     let name = loc.archive()?.to_string();
-    let repo = common::open(&loc, false, lock_wait, true)?;
+    let repo = common::open(&loc, LockMode::Shared, lock_wait, true)?;
     let archive = Archive::find(&repo, &name)?;
     let dest = match &a.target {
         Some(t) => t.clone(),

@@ -1,5 +1,6 @@
 //! `strata info`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location, duration, size};
 use super::filters::ArchiveFilter;
 use anyhow::Result;
@@ -21,7 +22,7 @@ pub struct InfoArgs {
 
 pub fn run(a: InfoArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.location)?;
-    let repo = common::open(&loc, false, lock_wait, true)?;
+    let repo = common::open(&loc, LockMode::Shared, lock_wait, true)?;
     let archives: Vec<ArchiveRef> = match &loc.archive {
         Some(name) => vec![
             repo.manifest()

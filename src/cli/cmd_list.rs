@@ -1,5 +1,6 @@
 //! `strata list`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location};
 use super::filters::ArchiveFilter;
 use anyhow::Result;
@@ -39,7 +40,7 @@ pub struct ListArgs {
 
 pub fn run(a: ListArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.location)?;
-    let repo = common::open(&loc, false, lock_wait, loc.archive.is_some())?;
+    let repo = common::open(&loc, LockMode::Shared, lock_wait, loc.archive.is_some())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if a.generations {

@@ -1,5 +1,6 @@
 //! `strata prune`.
 
+use strata::repo::LockMode;
 use super::common::{self, Location};
 use anyhow::{Result, bail};
 use clap::Args;
@@ -108,7 +109,7 @@ pub fn run(a: PruneArgs, lock_wait: u64) -> Result<i32> {
             "no retention rule given: use --keep-last, --keep-within or --keep-daily/weekly/… (see `strata help prune`)"
         );
     }
-    let mut repo = common::open(&loc, true, lock_wait, false)?;
+    let mut repo = common::open(&loc, LockMode::Exclusive, lock_wait, false)?;
     let filter = super::filters::ArchiveFilter {
         glob: a.glob.clone(),
         sort_by: "timestamp".into(),

@@ -9,7 +9,7 @@ use strata::backend::Backend;
 use strata::backend::local::LocalBackend;
 use strata::backend::remote::{RemoteBackend, RemoteUrl};
 use strata::repo::client::ClientDirs;
-use strata::repo::{OpenOptions, Passphrase, Repository};
+use strata::repo::{LockMode, OpenOptions, Passphrase, Repository};
 
 static REMOTE_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 static GENERATION: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
@@ -126,24 +126,24 @@ impl Passphrase for CliPassphrase {
 
 pub fn open(
     loc: &Location,
-    exclusive: bool,
+    lock: LockMode,
     lock_wait: u64,
     load_index: bool,
 ) -> Result<Repository> {
-    open_with(loc, exclusive, lock_wait, load_index, false)
+    open_with(loc, lock, lock_wait, load_index, false)
 }
 
 /// `open`, optionally in repair mode (see `OpenOptions::repair`).
 pub fn open_with(
     loc: &Location,
-    exclusive: bool,
+    lock: LockMode,
     lock_wait: u64,
     load_index: bool,
     repair: bool,
 ) -> Result<Repository> {
     let backend = loc.backend()?;
     let opts = OpenOptions {
-        exclusive,
+        lock,
         lock_wait: Duration::from_secs(lock_wait),
         passphrase: &CliPassphrase,
         dirs: ClientDirs::from_env(),
@@ -155,7 +155,7 @@ pub fn open_with(
     };
     let mut repo = Repository::open(backend, &opts)?;
     if let Some(g) = generation() {
-        if exclusive {
+        if lock != LockMode::Shared {
             bail!(
                 "--generation is for reading (list, info, extract, diff, check); use `strata undelete` to bring archives back"
             );

@@ -62,7 +62,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         Repository::open(
             backend.clone(),
             &OpenOptions {
-                exclusive: true,
+                lock: strata::repo::LockMode::Exclusive,
                 lock_wait: Duration::from_secs(1),
                 passphrase: &DemoPass,
                 dirs: dirs.clone(),

@@ -1,7 +1,10 @@
 //! Repository locks: a file per holder in `locks/`. Writers take an
-//! exclusive lock, readers a shared one. A lock is stale when its holder is
-//! a dead process on this host, or when it has not been refreshed for
-//! `STALE_AFTER` (holders refresh every `REFRESH_EVERY`).
+//! exclusive lock, readers a shared one; operations that delete data
+//! (compact, repair) a destructive one; `replicate`, which copies the
+//! repository's files without reading them as a repository, a pin. A lock
+//! is stale when its holder is a dead process on this host, or when it has
+//! not been refreshed for `STALE_AFTER` (holders refresh every
+//! `REFRESH_EVERY`).
 
 use crate::backend::{Backend, FileKind};
 use crate::error::{Error, Result};
@@ -13,27 +16,80 @@ use std::time::{Duration, Instant};
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
+/// What a lock holder does, and so whom it excludes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Readers of archives (list, extract, check).
+    Shared,
+    /// Writers that only add files (create, prune, delete): they may delete
+    /// nothing but manifest generations older than the newest three.
+    Exclusive,
+    /// Writers that delete packs or index files (compact, repair).
+    Destructive,
+    /// Copiers of the raw files (replicate): they need only that no pack or
+    /// index file disappears, so they run beside readers and adding writers.
+    Pin,
+}
+
+impl LockMode {
+    pub fn conflicts_with(self, other: LockMode) -> bool {
+        use LockMode::*;
+        match (self, other) {
+            (Destructive, _) | (_, Destructive) => true,
+            (Pin, _) | (_, Pin) => false,
+            (Shared, Shared) => false,
+            _ => true,
+        }
+    }
+
+    fn is_exclusive(self) -> bool {
+        matches!(self, LockMode::Exclusive | LockMode::Destructive)
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            LockMode::Shared => "s",
+            LockMode::Exclusive | LockMode::Destructive => "x",
+            LockMode::Pin => "p",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LockInfo {
     pub hostname: String,
     pub pid: u32,
+    /// Kept beside `mode` for humans and older readers.
     pub exclusive: bool,
+    /// Absent in locks written before pins existed: derived from `exclusive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<LockMode>,
     /// Unix seconds when this lock file was written.
     pub time: i64,
 }
 
 impl LockInfo {
-    fn describe(&self) -> String {
-        let kind = if self.exclusive {
-            "exclusive"
+    pub fn mode(&self) -> LockMode {
+        self.mode.unwrap_or(if self.exclusive {
+            LockMode::Exclusive
         } else {
-            "shared"
+            LockMode::Shared
+        })
+    }
+
+    fn describe(&self) -> String {
+        let kind = match self.mode() {
+            LockMode::Shared => "a shared",
+            LockMode::Exclusive => "an exclusive",
+            LockMode::Destructive => "an exclusive (compacting)",
+            LockMode::Pin => "a replication pin",
         };
         let when = chrono::DateTime::from_timestamp(self.time, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
         format!(
-            "an {kind} lock of pid {} on {} since {when}",
+            "{kind} lock of pid {} on {} since {when}",
             self.pid, self.hostname
         )
     }
@@ -113,31 +169,28 @@ impl Drop for LockGuard {
     }
 }
 
-fn new_name(exclusive: bool) -> Result<String> {
+fn new_name(mode: LockMode) -> Result<String> {
     let mut r = [0u8; 8];
     crate::crypto::random_bytes(&mut r)?;
-    Ok(format!(
-        "{}-{}",
-        if exclusive { "x" } else { "s" },
-        hex::encode(r)
-    ))
+    Ok(format!("{}-{}", mode.prefix(), hex::encode(r)))
 }
 
-fn write_lock(backend: &dyn Backend, exclusive: bool) -> Result<String> {
+fn write_lock(backend: &dyn Backend, mode: LockMode) -> Result<String> {
     let info = LockInfo {
         hostname: hostname(),
         pid: std::process::id(),
-        exclusive,
+        exclusive: mode.is_exclusive(),
+        mode: Some(mode),
         time: chrono::Utc::now().timestamp(),
     };
-    let name = new_name(exclusive)?;
+    let name = new_name(mode)?;
     let data = serde_json::to_vec(&info).map_err(|e| Error::invalid(e.to_string()))?;
     backend.write(FileKind::Lock, &name, &data)?;
     Ok(name)
 }
 
 /// Finds a lock that conflicts with ours, removing stale ones on the way.
-fn conflict(backend: &dyn Backend, ours: &str, exclusive: bool) -> Result<Option<LockInfo>> {
+fn conflict(backend: &dyn Backend, ours: &str, mode: LockMode) -> Result<Option<LockInfo>> {
     let now = chrono::Utc::now().timestamp();
     for f in backend.list(FileKind::Lock)? {
         if f.name == ours {
@@ -152,6 +205,7 @@ fn conflict(backend: &dyn Backend, ours: &str, exclusive: bool) -> Result<Option
                     hostname: format!("unknown host (unreadable locks/{})", f.name),
                     pid: 0,
                     exclusive: true,
+                    mode: Some(LockMode::Destructive),
                     time: now,
                 },
             },
@@ -161,7 +215,7 @@ fn conflict(backend: &dyn Backend, ours: &str, exclusive: bool) -> Result<Option
             let _ = backend.delete(FileKind::Lock, &f.name);
             continue;
         }
-        if exclusive || info.exclusive {
+        if mode.conflicts_with(info.mode()) {
             return Ok(Some(info));
         }
     }
@@ -172,7 +226,7 @@ fn conflict(backend: &dyn Backend, ours: &str, exclusive: bool) -> Result<Option
 /// `waiting` is told once, with the holder, when we start to wait.
 pub fn acquire(
     backend: Arc<dyn Backend>,
-    exclusive: bool,
+    mode: LockMode,
     wait: Duration,
     waiting: &dyn Fn(&str),
 ) -> Result<LockGuard> {
@@ -180,9 +234,9 @@ pub fn acquire(
     let mut backoff = Duration::from_millis(50);
     let mut told = false;
     loop {
-        let name = write_lock(backend.as_ref(), exclusive)?;
-        match conflict(backend.as_ref(), &name, exclusive)? {
-            None => return Ok(start_refresh(backend, name, exclusive)),
+        let name = write_lock(backend.as_ref(), mode)?;
+        match conflict(backend.as_ref(), &name, mode)? {
+            None => return Ok(start_refresh(backend, name, mode)),
             Some(holder) => {
                 backend.delete(FileKind::Lock, &name)?;
                 if Instant::now() >= deadline {
@@ -213,7 +267,7 @@ fn rand_u8() -> u8 {
     b[0]
 }
 
-fn start_refresh(backend: Arc<dyn Backend>, name: String, exclusive: bool) -> LockGuard {
+fn start_refresh(backend: Arc<dyn Backend>, name: String, mode: LockMode) -> LockGuard {
     let (tx, rx) = bounded::<()>(0);
     let name = Arc::new(Mutex::new(name));
     let (b, n) = (backend.clone(), name.clone());
@@ -221,7 +275,7 @@ fn start_refresh(backend: Arc<dyn Backend>, name: String, exclusive: bool) -> Lo
         while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY)
         {
             // New file first, then remove the old one: never a moment unlocked.
-            if let Ok(fresh) = write_lock(b.as_ref(), exclusive)
+            if let Ok(fresh) = write_lock(b.as_ref(), mode)
                 && let Ok(mut cur) = n.lock()
             {
                 let _ = b.delete(FileKind::Lock, &cur);
@@ -244,4 +298,57 @@ pub fn break_all(backend: &dyn Backend) -> Result<usize> {
         backend.delete(FileKind::Lock, &f.name)?;
     }
     Ok(files.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use LockMode::*;
+
+    #[test]
+    fn conflict_matrix_is_symmetric_and_lets_pins_beside_adding_writers() {
+        let all = [Shared, Exclusive, Destructive, Pin];
+        for a in all {
+            for b in all {
+                assert_eq!(a.conflicts_with(b), b.conflicts_with(a), "{a:?} {b:?}");
+            }
+        }
+        assert!(!Pin.conflicts_with(Exclusive));
+        assert!(!Pin.conflicts_with(Shared));
+        assert!(!Pin.conflicts_with(Pin));
+        assert!(Pin.conflicts_with(Destructive));
+        assert!(Exclusive.conflicts_with(Exclusive));
+        assert!(Shared.conflicts_with(Exclusive));
+        assert!(!Shared.conflicts_with(Shared));
+    }
+
+    #[test]
+    fn a_pin_waits_for_nothing_but_compaction_and_blocks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let b: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        b.create().unwrap();
+        let none = |_: &str| {};
+        let writer = acquire(b.clone(), Exclusive, Duration::ZERO, &none).unwrap();
+        let pin = acquire(b.clone(), Pin, Duration::ZERO, &none).unwrap();
+        writer.release();
+        let err = acquire(b.clone(), Destructive, Duration::ZERO, &none)
+            .err()
+            .expect("compaction must not start while a pin is held");
+        assert!(err.to_string().contains("replication pin"), "{err}");
+        pin.release();
+        let compactor = acquire(b.clone(), Destructive, Duration::ZERO, &none).unwrap();
+        assert!(acquire(b.clone(), Pin, Duration::ZERO, &none).is_err());
+        compactor.release();
+    }
+
+    #[test]
+    fn locks_written_before_modes_existed_keep_their_meaning() {
+        let old: LockInfo =
+            serde_json::from_str(r#"{"hostname":"h","pid":1,"exclusive":true,"time":0}"#).unwrap();
+        assert_eq!(old.mode(), Exclusive);
+        let old: LockInfo =
+            serde_json::from_str(r#"{"hostname":"h","pid":1,"exclusive":false,"time":0}"#).unwrap();
+        assert_eq!(old.mode(), Shared);
+    }
 }

@@ -20,6 +20,7 @@ use crate::id::BlobId;
 use client::{ClientDirs, LocationRecord, SecurityRecord};
 use config::{CONFIG_FILE, RepoConfig};
 use index::Index;
+pub use lock::LockMode;
 use lock::LockGuard;
 use manifest::{ArchiveRef, Manifest};
 use std::sync::Arc;
@@ -103,7 +104,7 @@ pub fn init(
 
 /// How to open a repository.
 pub struct OpenOptions<'a> {
-    pub exclusive: bool,
+    pub lock: LockMode,
     pub lock_wait: Duration,
     pub passphrase: &'a dyn Passphrase,
     pub dirs: ClientDirs,
@@ -172,7 +173,7 @@ impl Repository {
         }
         let keys = load_keys(backend.as_ref(), &config, opts)?;
         let sealer = Arc::new(Sealer::new(keys)?);
-        let lock = lock::acquire(backend.clone(), opts.exclusive, opts.lock_wait, &|holder| {
+        let lock = lock::acquire(backend.clone(), opts.lock, opts.lock_wait, &|holder| {
             if let Some(notice) = opts.lock_notice {
                 notice(holder)
             }

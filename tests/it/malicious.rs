@@ -41,7 +41,7 @@ fn forge(env: &Env, name: &str, items: Vec<Item>, content: &[u8]) {
         keys: env.path("keys"),
     };
     let opts = OpenOptions {
-        exclusive: true,
+        lock: strata::repo::LockMode::Exclusive,
         lock_wait: std::time::Duration::from_secs(5),
         passphrase: &Pass,
         dirs,
