@@ -188,6 +188,37 @@ fn finish(
     let mut warnings = Vec::new();
     let data_summary = writer.finish()?;
     repo.absorb(&data_summary);
+    fill_stats(repo, &mut archive, &refs, data_summary.stored_bytes);
+    let id = if opts.dry_run {
+        repo.sealer()
+            .blob_id(ObjectType::Archive, &archive.encode()?)
+    } else {
+        let (id, late) = commit_archive(repo, &archive)?;
+        warnings.extend(late);
+        if let Err(e) = cache.save(&seen) {
+            warnings.push(format!(
+                "could not save the files cache (the next backup reads every file): {e}"
+            ));
+        }
+        id
+    };
+    let result = CreateResult {
+        archive,
+        id,
+        warnings: warning_count + warnings.len() as u64,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((result, warnings))
+}
+
+/// Fills the chunk and size figures of an archive's stats from the chunks it
+/// references (`refs`: id → reference count) and the bytes this run stored.
+pub(crate) fn fill_stats(
+    repo: &Repository,
+    archive: &mut Archive,
+    refs: &HashMap<BlobId, u64>,
+    stored_bytes: u64,
+) {
     archive.stats.unique_chunks = refs.len() as u64;
     archive.stats.chunks = refs.values().sum();
     archive.stats.compressed_size = refs
@@ -200,46 +231,40 @@ fn finish(
                 * n
         })
         .sum();
-    archive.stats.deduplicated_size = data_summary.stored_bytes;
-    // The archive object goes in its own small pack, after the data it
-    // names: data, then index, then manifest.
+    archive.stats.deduplicated_size = stored_bytes;
+}
+
+/// Stores the archive object and commits a manifest that lists it. The
+/// archive object goes in its own small pack, after the data it names:
+/// data, then index, then manifest. Returns its id and post-commit warnings.
+pub(crate) fn commit_archive(
+    repo: &mut Repository,
+    archive: &Archive,
+) -> Result<(BlobId, Vec<String>)> {
     let encoded = archive.encode()?;
     let id = repo.sealer().blob_id(ObjectType::Archive, &encoded);
-    if !opts.dry_run {
-        let w = repo.writer(1);
-        w.add(ObjectType::Archive, id, encoded, ITEMS_COMPRESSION)?;
-        let s = w.finish()?;
-        repo.absorb(&s);
-        let mut archives = repo.manifest().archives.clone();
-        archives.push(ArchiveRef {
-            name: archive.name.clone(),
-            id,
-            time: archive.time_start.clone(),
-            hostname: archive.hostname.clone(),
-            username: archive.username.clone(),
-            stats: archive.stats,
-        });
-        warnings.extend(repo.write_manifest(archives)?);
-        if let Err(e) = cache.save(&seen) {
-            warnings.push(format!(
-                "could not save the files cache (the next backup reads every file): {e}"
-            ));
-        }
-    }
-    let result = CreateResult {
-        archive,
+    let w = repo.writer(1);
+    w.add(ObjectType::Archive, id, encoded, ITEMS_COMPRESSION)?;
+    let s = w.finish()?;
+    repo.absorb(&s);
+    let mut archives = repo.manifest().archives.clone();
+    archives.push(ArchiveRef {
+        name: archive.name.clone(),
         id,
-        warnings: warning_count + warnings.len() as u64,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    Ok((result, warnings))
+        time: archive.time_start.clone(),
+        hostname: archive.hostname.clone(),
+        username: archive.username.clone(),
+        stats: archive.stats,
+    });
+    let warnings = repo.write_manifest(archives)?;
+    Ok((id, warnings))
 }
 
 fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
-fn current_user() -> String {
+pub(crate) fn current_user() -> String {
     Names::default()
         .user(rustix::process::getuid().as_raw())
         .unwrap_or_else(|| "unknown".into())

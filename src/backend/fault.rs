@@ -87,6 +87,9 @@ impl Backend for AppendOnly {
     fn space(&self) -> Result<Space> {
         self.0.space()
     }
+    fn traffic(&self) -> Option<super::Traffic> {
+        self.0.traffic()
+    }
     fn remove_stale_temporaries(&self, _older_than_secs: u64) -> Result<u64> {
         Ok(0) // append-only: nothing is removed
     }
@@ -137,6 +140,9 @@ impl<B: Backend> Backend for CrashAt<B> {
     }
     fn space(&self) -> Result<Space> {
         self.inner.space()
+    }
+    fn traffic(&self) -> Option<super::Traffic> {
+        self.inner.traffic()
     }
     fn remove_stale_temporaries(&self, older_than_secs: u64) -> Result<u64> {
         self.inner.remove_stale_temporaries(older_than_secs)

@@ -53,6 +53,13 @@ pub struct FileInfo {
     pub modified: i64,
 }
 
+/// Bytes a network backend has sent and received so far.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
 /// Free and total bytes of the file system holding the repository.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Space {
@@ -82,6 +89,10 @@ pub trait Backend: Send + Sync {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
     fn space(&self) -> Result<Space>;
+    /// Bytes on the connection, for backends that have one.
+    fn traffic(&self) -> Option<Traffic> {
+        None
+    }
     /// Removes temporary files (left by writers that crashed or lost their
     /// connection mid-write) not modified for `older_than_secs`; returns
     /// how many. Only `compact` calls this.

@@ -9,7 +9,7 @@ pub mod proto;
 pub mod server;
 pub mod ssh;
 
-use super::{Backend, FileInfo, FileKind, Space};
+use super::{Backend, FileInfo, FileKind, Space, Traffic};
 use crate::error::{Error, Result};
 use crossbeam_channel::{Sender, bounded};
 use proto::*;
@@ -157,6 +157,51 @@ pub struct RemoteBackend {
     next_id: AtomicU64,
     reader: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub welcome: Welcome,
+    traffic: Arc<TrafficCounters>,
+}
+
+/// Bytes of protocol frames in each direction (what goes into the SSH
+/// channel; SSH adds its own few percent of framing and MACs).
+#[derive(Default)]
+struct TrafficCounters {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+struct Counting<T> {
+    inner: T,
+    count: Arc<TrafficCounters>,
+    outgoing: bool,
+}
+
+impl<T> Counting<T> {
+    fn add(&self, n: usize) {
+        let c = if self.outgoing {
+            &self.count.sent
+        } else {
+            &self.count.received
+        };
+        c.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: Write> Write for Counting<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.add(n);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: std::io::Read> std::io::Read for Counting<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.add(n);
+        Ok(n)
+    }
 }
 
 impl RemoteBackend {
@@ -219,6 +264,17 @@ impl RemoteBackend {
             child,
             ..
         } = link;
+        let traffic = Arc::new(TrafficCounters::default());
+        let writer: Box<dyn Write + Send> = Box::new(Counting {
+            inner: writer,
+            count: traffic.clone(),
+            outgoing: true,
+        });
+        let stdout = Counting {
+            inner: stdout,
+            count: traffic.clone(),
+            outgoing: false,
+        };
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let dead = Arc::new(Mutex::new(None));
         let reader = {
@@ -236,6 +292,7 @@ impl RemoteBackend {
             next_id: AtomicU64::new(1),
             reader: Mutex::new(Some(reader)),
             welcome,
+            traffic,
         })
     }
 
@@ -346,6 +403,13 @@ impl Drop for RemoteBackend {
 }
 
 impl Backend for RemoteBackend {
+    fn traffic(&self) -> Option<Traffic> {
+        Some(Traffic {
+            sent: self.traffic.sent.load(Ordering::Relaxed),
+            received: self.traffic.received.load(Ordering::Relaxed),
+        })
+    }
+
     fn location(&self) -> &str {
         &self.display
     }
