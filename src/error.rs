@@ -71,6 +71,9 @@ pub enum Error {
     UnsafePath(String),
     #[error("{0}")]
     Remote(String),
+    /// A copy does not match what it was copied from (replication checks).
+    #[error("{0}")]
+    Mismatch(String),
     #[error("refused by the server: {0}")]
     Denied(String),
     #[error("invalid argument: {0}")]

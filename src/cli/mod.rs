@@ -12,6 +12,7 @@ mod cmd_init;
 mod cmd_key;
 mod cmd_list;
 mod cmd_prune;
+mod cmd_replicate;
 mod cmd_serve;
 pub mod common;
 mod demo;
@@ -93,6 +94,8 @@ pub enum Command {
     Rename(cmd_delete::RenameArgs),
     /// Export, import, or change the passphrase of a repository key.
     Key(cmd_key::KeyArgs),
+    /// Copy repositories, as ciphertext, into archives of off-site repositories.
+    Replicate(cmd_replicate::ReplicateArgs),
     /// Serve repositories to clients over SSH (an authorized_keys forced command).
     Serve(cmd_serve::ServeArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
@@ -130,6 +133,7 @@ pub fn run() -> i32 {
         Command::Undelete(a) => cmd_delete::undelete(a, cli.lock_wait),
         Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
         Command::Key(a) => cmd_key::run(a),
+        Command::Replicate(a) => cmd_replicate::run(a, cli.lock_wait),
         Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),

@@ -7,3 +7,4 @@ pub mod delete;
 pub mod diff;
 pub mod prune;
 pub mod repair;
+pub mod replicate;
