@@ -1,12 +1,12 @@
 //! `strata check`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use anyhow::Result;
 use clap::Args;
 use std::sync::Mutex;
 use std::time::Instant;
 use strata::ops::check::{CheckOptions, check};
+use strata::repo::LockMode;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {

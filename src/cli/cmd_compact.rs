@@ -1,11 +1,11 @@
 //! `strata compact`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use anyhow::Result;
 use clap::Args;
 use std::time::Duration;
 use strata::ops::compact::{CompactOptions, compact};
+use strata::repo::LockMode;
 
 #[derive(Args, Debug)]
 pub struct CompactArgs {

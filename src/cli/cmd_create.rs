@@ -1,6 +1,5 @@
 //! `strata create`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location, duration, size};
 use super::placeholders;
 use super::progress::Terminal;
@@ -10,6 +9,7 @@ use std::path::PathBuf;
 use strata::archive::create::{CreateOptions, CreateResult, create};
 use strata::archive::patterns::Excludes;
 use strata::compress::Compression;
+use strata::repo::LockMode;
 use strata::repo::Repository;
 
 #[derive(Args, Debug)]

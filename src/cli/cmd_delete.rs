@@ -1,9 +1,9 @@
 //! `strata delete` and `strata rename`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location};
 use anyhow::{Result, bail};
 use clap::Args;
+use strata::repo::LockMode;
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {

@@ -1,12 +1,12 @@
 //! `strata diff`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use anyhow::Result;
 use clap::Args;
 use std::io::Write;
 use strata::archive::Archive;
 use strata::ops::diff::{Change, diff};
+use strata::repo::LockMode;
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {

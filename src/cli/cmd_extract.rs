@@ -1,12 +1,12 @@
 //! `strata extract`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location, size};
 use super::progress::Terminal;
 use anyhow::Result;
 use clap::Args;
 use strata::archive::Archive;
 use strata::archive::extract::{ExtractOptions, extract};
+use strata::repo::LockMode;
 
 #[derive(Args, Debug)]
 pub struct ExtractArgs {

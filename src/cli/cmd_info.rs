@@ -1,11 +1,11 @@
 //! `strata info`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location, duration, size};
 use super::filters::ArchiveFilter;
 use anyhow::Result;
 use clap::Args;
 use strata::archive::Archive;
+use strata::repo::LockMode;
 use strata::repo::Repository;
 use strata::repo::manifest::{ArchiveRef, ArchiveStats};
 

@@ -1,6 +1,5 @@
 //! `strata list`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location};
 use super::filters::ArchiveFilter;
 use anyhow::Result;
@@ -8,6 +7,7 @@ use clap::Args;
 use std::io::Write;
 use strata::archive::Archive;
 use strata::archive::item::{Item, ItemsReader};
+use strata::repo::LockMode;
 use strata::repo::manifest::ArchiveRef;
 
 #[derive(Args, Debug)]

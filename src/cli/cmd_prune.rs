@@ -1,10 +1,10 @@
 //! `strata prune`.
 
-use strata::repo::LockMode;
 use super::common::{self, Location};
 use anyhow::{Result, bail};
 use clap::Args;
 use strata::ops::prune::{Candidate, Retention, parse_within, plan};
+use strata::repo::LockMode;
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {

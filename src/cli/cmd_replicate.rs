@@ -99,7 +99,9 @@ pub fn run(a: ReplicateArgs, lock_wait: u64) -> Result<i32> {
         let n = a.name.clone().unwrap_or_else(|| default_name(s));
         strata::ops::replicate::validate_repo_name(&n)?;
         if names.contains(&n) {
-            bail!("two sources would be called `{n}` in the targets: replicate them separately with --name");
+            bail!(
+                "two sources would be called `{n}` in the targets: replicate them separately with --name"
+            );
         }
         names.push(n);
     }
@@ -281,20 +283,46 @@ fn stats_table(o: &Outcome, r: &ReplicateResult) -> String {
         r.previous.as_deref().unwrap_or("none"),
         duration(r.seconds)
     ));
-    let row = |label: &str, files: u64, bytes: String| format!("{label:<24}{files:>12} files  {bytes:>12}\n");
+    let row = |label: &str, files: u64, bytes: String| {
+        format!("{label:<24}{files:>12} files  {bytes:>12}\n")
+    };
     out.push_str(&row(
         "All files:",
         r.files,
-        size(r.archive.as_ref().map(|a| a.stats.original_size).unwrap_or(0)),
+        size(
+            r.archive
+                .as_ref()
+                .map(|a| a.stats.original_size)
+                .unwrap_or(0),
+        ),
     ));
-    out.push_str(&row("Unchanged (not read):", r.unchanged_files, String::new()));
-    out.push_str(&row("Read from the source:", r.read_files, size(r.read_bytes)));
-    out.push_str(&format!("{:<24}{:>31}\n", "Stored in the target:", size(r.stored_bytes)));
+    out.push_str(&row(
+        "Unchanged (not read):",
+        r.unchanged_files,
+        String::new(),
+    ));
+    out.push_str(&row(
+        "Read from the source:",
+        r.read_files,
+        size(r.read_bytes),
+    ));
+    out.push_str(&format!(
+        "{:<24}{:>31}\n",
+        "Stored in the target:",
+        size(r.stored_bytes)
+    ));
     if let Some(s) = o.sent {
-        out.push_str(&format!("{:<24}{:>31}\n", "Sent on the connection:", size(s)));
+        out.push_str(&format!(
+            "{:<24}{:>31}\n",
+            "Sent on the connection:",
+            size(s)
+        ));
     }
     if r.verified_files > 0 {
-        out.push_str(&format!("{:<24}{:>12} files\n", "Verified by reading:", r.verified_files));
+        out.push_str(&format!(
+            "{:<24}{:>12} files\n",
+            "Verified by reading:", r.verified_files
+        ));
     }
     out.push_str(&format!("{RULE}\n"));
     out

@@ -137,7 +137,11 @@ impl SourceFile {
     fn rel_path(&self) -> String {
         match self.kind {
             FileKind::Config => self.name.clone(),
-            FileKind::Pack => format!("data/{}/{}", &self.name[..2.min(self.name.len())], self.name),
+            FileKind::Pack => format!(
+                "data/{}/{}",
+                &self.name[..2.min(self.name.len())],
+                self.name
+            ),
             k => format!("{}/{}", k.dir(), self.name),
         }
     }
@@ -323,7 +327,12 @@ pub fn replicate(
     if target.manifest().find(&name).is_some() {
         return Err(Error::ArchiveExists(name));
     }
-    let pin = lock::acquire(source.clone(), LockMode::Pin, opts.lock_wait, opts.lock_notice)?;
+    let pin = lock::acquire(
+        source.clone(),
+        LockMode::Pin,
+        opts.lock_wait,
+        opts.lock_notice,
+    )?;
     let snap = take_snapshot(source.as_ref())?;
     if !opts.dry_run {
         // Packs a dropped connection left behind are deduplicated against.
@@ -374,7 +383,11 @@ pub fn replicate(
                 })?;
                 continue;
             };
-            let mut item = base_item(path.clone(), KIND_FILE, f.modified.saturating_mul(1_000_000_000));
+            let mut item = base_item(
+                path.clone(),
+                KIND_FILE,
+                f.modified.saturating_mul(1_000_000_000),
+            );
             let prev = prev_files.get(path.as_bytes());
             let known_hash = f.content_hash();
             result.files += 1;
@@ -401,11 +414,7 @@ pub fn replicate(
                         name: &f.name,
                         size: f.size,
                         offset: 0,
-                        buf: snap
-                            .preread
-                            .get(&f.rel_path())
-                            .cloned()
-                            .unwrap_or_default(),
+                        buf: snap.preread.get(&f.rel_path()).cloned().unwrap_or_default(),
                         pos: 0,
                         done: false,
                         hasher: blake3::Hasher::new(),
@@ -426,7 +435,8 @@ pub fn replicate(
                                     .is_some_and(is_not_found);
                                 // Older manifest generations and replaced key
                                 // files may go while we copy; nothing else may.
-                                if not_found && matches!(f.kind, FileKind::Manifest | FileKind::Key) {
+                                if not_found && matches!(f.kind, FileKind::Manifest | FileKind::Key)
+                                {
                                     vanished = true;
                                     break;
                                 }
@@ -460,12 +470,18 @@ pub fn replicate(
                         );
                         match prev {
                             Some((psize, pchunks)) => {
-                                result
-                                    .warnings
-                                    .push(format!("{msg}; the replica keeps its earlier good copy"));
+                                result.warnings.push(format!(
+                                    "{msg}; the replica keeps its earlier good copy"
+                                ));
                                 item.chunks = pchunks.clone();
                                 item.size = *psize;
-                                expected.insert(path.clone(), Expected { size: *psize, hash: want });
+                                expected.insert(
+                                    path.clone(),
+                                    Expected {
+                                        size: *psize,
+                                        hash: want,
+                                    },
+                                );
                             }
                             None => {
                                 result.warnings.push(format!(
@@ -506,8 +522,8 @@ pub fn replicate(
                 Ok(dedup.store(ObjectType::Items, data, ITEMS_COMPRESSION)?.0)
             })?;
         }
-        let (item_ids, _) =
-            items.finish(&mut |data| Ok(dedup.store(ObjectType::Items, data, ITEMS_COMPRESSION)?.0))?;
+        let (item_ids, _) = items
+            .finish(&mut |data| Ok(dedup.store(ObjectType::Items, data, ITEMS_COMPRESSION)?.0))?;
         let archive = Archive {
             version: ARCHIVE_VERSION,
             name: name.clone(),
@@ -589,7 +605,10 @@ fn check_landed(
         seen += 1;
         let sum: u64 = item.chunks.iter().map(|c| c.1 as u64).sum();
         if item.size != want.size || sum != want.size {
-            return fail(format!("{path} has {} bytes, the source {}", item.size, want.size));
+            return fail(format!(
+                "{path} has {} bytes, the source {}",
+                item.size, want.size
+            ));
         }
         for c in &item.chunks {
             match target.index().get(&c.0) {
@@ -599,7 +618,11 @@ fn check_landed(
         }
     }
     if seen != expected.len() {
-        return fail(format!("{} of {} files are missing", expected.len() - seen, expected.len()));
+        return fail(format!(
+            "{} of {} files are missing",
+            expected.len() - seen,
+            expected.len()
+        ));
     }
     Ok(())
 }
