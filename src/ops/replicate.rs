@@ -270,11 +270,11 @@ impl Read for SourceReader<'_> {
     }
 }
 
-/// The previous replica's files: path → (size, chunks).
-fn previous_files(
-    repo: &Repository,
-    repo_name: &str,
-) -> Result<(Option<String>, HashMap<Vec<u8>, (u64, Vec<ChunkRef>)>)> {
+/// Path → (size, chunks) of the files of a replica archive.
+type ReplicaFiles = HashMap<Vec<u8>, (u64, Vec<ChunkRef>)>;
+
+/// The previous replica of `repo_name`: its name and files.
+fn previous_files(repo: &Repository, repo_name: &str) -> Result<(Option<String>, ReplicaFiles)> {
     let Some(prev) = repo
         .manifest()
         .archives
