@@ -7,6 +7,7 @@ mod lifecycle;
 mod malicious;
 mod modes;
 mod repair;
+mod replicate;
 mod roundtrip;
 mod serve;
 mod spec;
