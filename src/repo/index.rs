@@ -189,3 +189,17 @@ mod tests {
         assert!(decode(&enc[1..enc.len() - 1], "t").is_err());
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// docs/replication.md quotes the index cost per chunk from this.
+    #[test]
+    fn an_index_entry_is_52_bytes_before_hash_table_overhead() {
+        assert_eq!(
+            std::mem::size_of::<BlobId>() + std::mem::size_of::<BlobLocation>(),
+            52
+        );
+    }
+}
