@@ -333,3 +333,66 @@ fn strata_size(bytes: u64) -> String {
         format!("{v:.2} {}", units[i])
     }
 }
+
+fn dir_bytes(root: &Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn an_interrupted_replication_commits_nothing_and_the_next_run_sends_only_the_rest() {
+    let env = Env::new();
+    let repo = env.repo();
+    env.ok(&["init", "-e", "repokey", "--pack-size", "1M", &repo]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), random("resume", 12 << 20)).unwrap();
+    env.ok(&["create", &format!("{repo}::one"), src.to_str().unwrap()]);
+    let pi = env.path("pi").display().to_string();
+    let small = ["--pack-size", "1M", "--chunker-params", "64K,256K,1M"];
+    env.ok(&[&["init", "-e", "none"][..], &small, &[&pi]].concat());
+    let source_bytes = dir_bytes(&env.path("repo")) - dir_bytes(&env.path("repo/locks"));
+
+    // The process dies at its 8th write (a lock, then target packs): the
+    // power cut or killed job of a real night.
+    let out = env
+        .cmd()
+        .env("STRATA_FAULT_CRASH_AT", "8")
+        .args(["replicate", "--to", &pi, &repo])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        env.ok(&["list", "--short", &pi]).trim(),
+        "",
+        "nothing may be committed"
+    );
+    let landed = dir_bytes(&env.path("pi/data"));
+    assert!(
+        landed > 2 << 20,
+        "only {landed} bytes landed before the crash"
+    );
+
+    let v = replicate_json(&env, &["--to", &pi, &repo]);
+    let r = only_replica(&v);
+    let stored = r["stored_bytes"].as_u64().unwrap();
+    // Up to three packs were in flight (uploaders) and are sent again.
+    assert!(
+        stored < source_bytes - landed + (3 << 20),
+        "stored {stored} of {source_bytes} after {landed} had landed"
+    );
+    env.ok(&["check", "--verify-data", &pi]);
+    extract_to(
+        &env,
+        &format!("{pi}::{}", r["archive"].as_str().unwrap()),
+        "out",
+    );
+    assert_eq!(
+        repo_files(&env.path("out/repo")),
+        repo_files(&env.path("repo"))
+    );
+}
