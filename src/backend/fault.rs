@@ -87,6 +87,9 @@ impl Backend for AppendOnly {
     fn space(&self) -> Result<Space> {
         self.0.space()
     }
+    fn append_only(&self) -> bool {
+        true
+    }
     fn traffic(&self) -> Option<super::Traffic> {
         self.0.traffic()
     }
@@ -140,6 +143,9 @@ impl<B: Backend> Backend for CrashAt<B> {
     }
     fn space(&self) -> Result<Space> {
         self.inner.space()
+    }
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
     }
     fn traffic(&self) -> Option<super::Traffic> {
         self.inner.traffic()

@@ -89,6 +89,12 @@ pub trait Backend: Send + Sync {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
     fn space(&self) -> Result<Space>;
+    /// The store refuses deletes and overwrites (an append-only repository,
+    /// or `strata serve --append-only`): writers keep old manifest
+    /// generations instead of failing to delete them.
+    fn append_only(&self) -> bool {
+        false
+    }
     /// Bytes on the connection, for backends that have one.
     fn traffic(&self) -> Option<Traffic> {
         None

@@ -353,7 +353,7 @@ impl Repository {
     }
 
     fn trim_manifests(&self, generation: u64) -> Result<()> {
-        if self.config.append_only {
+        if self.config.append_only || self.backend.append_only() {
             return Ok(()); // every generation stays: the history of the archive list
         }
         for f in self.backend.list(FileKind::Manifest)? {

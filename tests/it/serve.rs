@@ -326,10 +326,23 @@ fn an_append_only_client_cannot_destroy_history() {
             .status
             .success()
     );
-    assert!(
-        run(&["create", &format!("{url}::b"), src.to_str().unwrap()])
-            .status
-            .success()
+    // Backups through an append-only server keep every manifest generation
+    // without a warning about the old ones they may not delete.
+    for name in ["b", "c", "d"] {
+        let out = run(&["create", &format!("{url}::{name}"), src.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(env.path("repo/manifest"))
+            .unwrap()
+            .count(),
+        4,
+        "four backups: four generations"
     );
     // the compromised client "deletes" everything and tries to compact
     assert!(

@@ -403,6 +403,10 @@ impl Drop for RemoteBackend {
 }
 
 impl Backend for RemoteBackend {
+    fn append_only(&self) -> bool {
+        self.welcome.append_only || self.welcome.read_only
+    }
+
     fn traffic(&self) -> Option<Traffic> {
         Some(Traffic {
             sent: self.traffic.sent.load(Ordering::Relaxed),
