@@ -71,6 +71,9 @@ pub enum Error {
     UnsafePath(String),
     #[error("{0}")]
     Remote(String),
+    /// A write to a store that cannot take one (a replica inside an archive).
+    #[error("{0}")]
+    ReadOnly(String),
     /// A copy does not match what it was copied from (replication checks).
     #[error("{0}")]
     Mismatch(String),

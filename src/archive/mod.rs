@@ -7,6 +7,7 @@ pub mod extract;
 pub mod files_cache;
 pub mod fsmeta;
 pub mod item;
+pub mod nested;
 pub mod patterns;
 
 use crate::crypto::ObjectType;

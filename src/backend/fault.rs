@@ -90,6 +90,9 @@ impl Backend for AppendOnly {
     fn append_only(&self) -> bool {
         true
     }
+    fn read_only(&self) -> bool {
+        self.0.read_only()
+    }
     fn traffic(&self) -> Option<super::Traffic> {
         self.0.traffic()
     }
@@ -146,6 +149,9 @@ impl<B: Backend> Backend for CrashAt<B> {
     }
     fn append_only(&self) -> bool {
         self.inner.append_only()
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
     }
     fn traffic(&self) -> Option<super::Traffic> {
         self.inner.traffic()

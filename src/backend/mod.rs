@@ -95,6 +95,11 @@ pub trait Backend: Send + Sync {
     fn append_only(&self) -> bool {
         false
     }
+    /// Nothing can be written, not even a lock (a replica inside an
+    /// archive): readers open it without locking.
+    fn read_only(&self) -> bool {
+        false
+    }
     /// Bytes on the connection, for backends that have one.
     fn traffic(&self) -> Option<Traffic> {
         None

@@ -23,6 +23,71 @@ pub fn generation() -> Option<u64> {
     GENERATION.get().copied().flatten()
 }
 
+static LOCK_WAIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+pub fn set_lock_wait(s: u64) {
+    let _ = LOCK_WAIT.set(s);
+}
+
+static REPLICA: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// `--replica TIER[::ARCHIVE]`: repositories are read from replicas there.
+pub fn set_replica(r: Option<String>) {
+    let _ = REPLICA.set(r);
+}
+
+pub fn replica() -> Option<String> {
+    REPLICA.get().cloned().flatten()
+}
+
+/// The passphrase of a replica tier (normally an unencrypted repository,
+/// so never asked): STRATA_REPLICA_PASSPHRASE, so that STRATA_PASSPHRASE
+/// stays the host repository's.
+struct ReplicaPassphrase;
+
+impl Passphrase for ReplicaPassphrase {
+    fn get(&self, new_key: bool) -> strata::Result<Vec<u8>> {
+        match std::env::var("STRATA_REPLICA_PASSPHRASE") {
+            Ok(p) => Ok(p.into_bytes()),
+            Err(_) => CliPassphrase.get(new_key),
+        }
+    }
+}
+
+/// Opens the tier of `--replica TIER[::ARCHIVE]` and serves repository
+/// `name` from the chosen replica archive.
+pub fn replica_backend(spec: &str, name: &str, lock_wait: u64) -> Result<Arc<dyn Backend>> {
+    let tier = Location::parse_plain(spec);
+    let outer = Repository::open(
+        tier.backend_for(false)?,
+        &OpenOptions {
+            lock: LockMode::Shared,
+            lock_wait: Duration::from_secs(lock_wait),
+            passphrase: &ReplicaPassphrase,
+            dirs: ClientDirs::from_env(),
+            load_index: true,
+            repair: false,
+            lock_notice: None,
+        },
+    )?;
+    let archive = match &tier.archive {
+        Some(a) => outer
+            .manifest()
+            .find(a)
+            .cloned()
+            .ok_or_else(|| strata::Error::ArchiveNotFound(a.clone()))?,
+        None => strata::ops::replicate::newest_replica(&outer, name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} holds no replica of `{name}`: see `strata replicas {name} {}`",
+                tier.repo,
+                tier.repo
+            )
+        })?,
+    };
+    let nested = strata::archive::nested::NestedBackend::open(outer, &archive, name)?;
+    Ok(Arc::new(nested))
+}
+
 /// `--remote-path`: the strata program on servers.
 pub fn set_remote_path(p: &str) {
     let _ = REMOTE_PATH.set(p.to_string());
@@ -62,7 +127,24 @@ impl Location {
     }
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        if let Some(spec) = replica() {
+            return replica_backend(&spec, &self.repo, LOCK_WAIT.get().copied().unwrap_or(1));
+        }
         self.backend_for(false)
+    }
+
+    /// `REPO[::ARCHIVE]` without the STRATA_REPO default.
+    fn parse_plain(s: &str) -> Self {
+        match s.rsplit_once("::") {
+            Some((r, a)) => Self {
+                repo: r.to_string(),
+                archive: (!a.is_empty()).then(|| a.to_string()),
+            },
+            None => Self {
+                repo: s.to_string(),
+                archive: None,
+            },
+        }
     }
 
     /// The backend; `create` asks a remote server to allow creating it.

@@ -47,6 +47,13 @@ pub struct Cli {
     /// archive list as it was then, e.g. before a mistaken prune.
     #[arg(long, global = true, value_name = "N")]
     pub generation: Option<u64>,
+    /// Read the repositories named on the command line from a replica:
+    /// REPO is then the repository's name (the host) inside replica
+    /// archives of TIER, and ARCHIVE picks the night (default: the newest
+    /// replica of REPO). E.g. `strata list --replica
+    /// ssh://pi-family/mnt/usb/strata/offsite knode01`.
+    #[arg(long, global = true, value_name = "TIER[::ARCHIVE]")]
+    pub replica: Option<String>,
     /// Like OpenSSH's StrictHostKeyChecking=accept-new for the built-in SSH
     /// client: record the host key of a server not in known_hosts yet (a
     /// changed key is still refused). Also STRATA_SSH_ACCEPT_NEW=1.
@@ -116,6 +123,8 @@ pub fn run() -> i32 {
     };
     common::set_remote_path(&cli.remote_path);
     common::set_generation(cli.generation);
+    common::set_replica(cli.replica.clone());
+    common::set_lock_wait(cli.lock_wait);
     if cli.accept_new {
         strata::backend::remote::ssh::force_accept_new();
     }

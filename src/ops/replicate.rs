@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::repo::config::{CONFIG_FILE, RepoConfig};
 use crate::repo::lock::{self, LockMode};
+use crate::repo::manifest::ArchiveRef;
 use crate::repo::{Repository, manifest};
 use serde_bytes::ByteBuf;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -93,6 +94,16 @@ pub fn is_replica_of(archive: &str, repo: &str) -> bool {
         None => t,
     };
     chrono::NaiveDateTime::parse_from_str(t, TIME_FORMAT).is_ok()
+}
+
+/// The newest replica archive of repository `name` in `repo`.
+pub fn newest_replica(repo: &Repository, name: &str) -> Option<ArchiveRef> {
+    repo.manifest()
+        .archives
+        .iter()
+        .filter(|a| is_replica_of(&a.name, name))
+        .max_by(|a, b| a.time.cmp(&b.time))
+        .cloned()
 }
 
 /// A name not yet taken in `repo`.
@@ -275,16 +286,10 @@ type ReplicaFiles = HashMap<Vec<u8>, (u64, Vec<ChunkRef>)>;
 
 /// The previous replica of `repo_name`: its name and files.
 fn previous_files(repo: &Repository, repo_name: &str) -> Result<(Option<String>, ReplicaFiles)> {
-    let Some(prev) = repo
-        .manifest()
-        .archives
-        .iter()
-        .filter(|a| is_replica_of(&a.name, repo_name))
-        .max_by(|a, b| a.time.cmp(&b.time))
-    else {
+    let Some(prev) = newest_replica(repo, repo_name) else {
         return Ok((None, HashMap::new()));
     };
-    let archive = Archive::load(repo, prev)?;
+    let archive = Archive::load(repo, &prev)?;
     let mut files = HashMap::new();
     for item in ItemsReader::new(repo, archive.items) {
         let item = item?;

@@ -131,7 +131,7 @@ impl LockGuard {
     /// broke it): a writer must not commit then.
     pub fn verify(&self) -> Result<()> {
         let name = self.name.lock().map(|n| n.clone()).unwrap_or_default();
-        if self.backend.exists(FileKind::Lock, &name)? {
+        if name.is_empty() || self.backend.exists(FileKind::Lock, &name)? {
             Ok(())
         } else {
             Err(Error::invalid(format!(
@@ -154,7 +154,9 @@ impl LockGuard {
     }
 
     fn remove(&self) {
-        if let Ok(name) = self.name.lock() {
+        if let Ok(name) = self.name.lock()
+            && !name.is_empty()
+        {
             let _ = self.backend.delete(FileKind::Lock, &name);
         }
     }
@@ -230,6 +232,22 @@ pub fn acquire(
     wait: Duration,
     waiting: &dyn Fn(&str),
 ) -> Result<LockGuard> {
+    if backend.read_only() {
+        // Nothing can change a read-only store (a replica): nothing to lock.
+        return if mode == LockMode::Shared {
+            Ok(LockGuard {
+                backend,
+                name: Arc::new(Mutex::new(String::new())),
+                stop: None,
+                thread: None,
+            })
+        } else {
+            Err(Error::ReadOnly(format!(
+                "{} is read-only: only reading commands (list, info, extract, diff, check) work on it",
+                backend.location()
+            )))
+        };
+    }
     let deadline = Instant::now() + wait;
     let mut backoff = Duration::from_millis(50);
     let mut told = false;

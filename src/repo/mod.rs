@@ -184,7 +184,11 @@ impl Repository {
             load_manifest(backend.as_ref(), &sealer)?
         };
         let seen = known.as_ref().map(|k| k.generation).unwrap_or(0);
-        if manifest.generation < seen && !opts.repair {
+        // A replica is an older state by design (the night it was copied):
+        // it is read, never written, so it neither trips nor moves the
+        // rollback record.
+        let replica = backend.read_only();
+        if manifest.generation < seen && !opts.repair && !replica {
             return Err(Error::Rollback {
                 repo: location,
                 found: manifest.generation,
@@ -197,7 +201,9 @@ impl Repository {
             mode: config.encryption,
             generation: manifest.generation,
         };
-        record.store(&sec_path)?;
+        if !replica || manifest.generation >= seen {
+            record.store(&sec_path)?;
+        }
         let here = LocationRecord {
             location: backend.identity(),
             id: config.id.clone(),
