@@ -114,14 +114,12 @@ impl NestedBackend {
     }
 
     fn file(&self, kind: FileKind, name: &str) -> Result<&NestedFile> {
-        self.files
-            .get(&(kind, name.to_string()))
-            .ok_or_else(|| {
-                Error::io(
-                    format!("{}/{name} in {}", kind.dir(), self.location),
-                    std::io::Error::from(std::io::ErrorKind::NotFound),
-                )
-            })
+        self.files.get(&(kind, name.to_string())).ok_or_else(|| {
+            Error::io(
+                format!("{}/{name} in {}", kind.dir(), self.location),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
     }
 
     fn chunk(&self, c: &ChunkRef) -> Result<std::sync::Arc<Vec<u8>>> {
@@ -190,7 +188,10 @@ impl Backend for NestedBackend {
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let size = self.file(kind, name)?.size;
         let len = u32::try_from(size).map_err(|_| {
-            Error::invalid(format!("{}/{name} is too large to read at once", kind.dir()))
+            Error::invalid(format!(
+                "{}/{name} is too large to read at once",
+                kind.dir()
+            ))
         })?;
         self.read_range(kind, name, 0, len)
     }
@@ -245,9 +246,15 @@ mod tests {
     #[test]
     fn nested_paths_map_to_kinds_and_nothing_else() {
         assert_eq!(kind_of("config"), Some((FileKind::Config, "config".into())));
-        assert_eq!(kind_of("data/ab/abcd"), Some((FileKind::Pack, "abcd".into())));
+        assert_eq!(
+            kind_of("data/ab/abcd"),
+            Some((FileKind::Pack, "abcd".into()))
+        );
         assert_eq!(kind_of("index/ff"), Some((FileKind::Index, "ff".into())));
-        assert_eq!(kind_of("keys/repokey"), Some((FileKind::Key, "repokey".into())));
+        assert_eq!(
+            kind_of("keys/repokey"),
+            Some((FileKind::Key, "repokey".into()))
+        );
         assert_eq!(kind_of("locks/x-1"), None);
         assert_eq!(kind_of("keys/a/b"), None);
         assert_eq!(kind_of("other"), None);

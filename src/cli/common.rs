@@ -54,12 +54,11 @@ impl Passphrase for ReplicaPassphrase {
     }
 }
 
-/// Opens the tier of `--replica TIER[::ARCHIVE]` and serves repository
-/// `name` from the chosen replica archive.
-pub fn replica_backend(spec: &str, name: &str, lock_wait: u64) -> Result<Arc<dyn Backend>> {
-    let tier = Location::parse_plain(spec);
-    let outer = Repository::open(
-        tier.backend_for(false)?,
+/// Opens a replica tier (the repository holding replica archives) to read.
+pub fn open_tier(repo: &str, lock_wait: u64) -> Result<Repository> {
+    let loc = Location::parse_plain(repo);
+    Ok(Repository::open(
+        loc.backend_for(false)?,
         &OpenOptions {
             lock: LockMode::Shared,
             lock_wait: Duration::from_secs(lock_wait),
@@ -69,7 +68,14 @@ pub fn replica_backend(spec: &str, name: &str, lock_wait: u64) -> Result<Arc<dyn
             repair: false,
             lock_notice: None,
         },
-    )?;
+    )?)
+}
+
+/// Opens the tier of `--replica TIER[::ARCHIVE]` and serves repository
+/// `name` from the chosen replica archive.
+pub fn replica_backend(spec: &str, name: &str, lock_wait: u64) -> Result<Arc<dyn Backend>> {
+    let tier = Location::parse_plain(spec);
+    let outer = open_tier(&tier.repo, lock_wait)?;
     let archive = match &tier.archive {
         Some(a) => outer
             .manifest()
@@ -134,7 +140,7 @@ impl Location {
     }
 
     /// `REPO[::ARCHIVE]` without the STRATA_REPO default.
-    fn parse_plain(s: &str) -> Self {
+    pub fn parse_plain(s: &str) -> Self {
         match s.rsplit_once("::") {
             Some((r, a)) => Self {
                 repo: r.to_string(),

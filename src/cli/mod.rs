@@ -6,13 +6,16 @@ mod cmd_compact;
 mod cmd_create;
 mod cmd_delete;
 mod cmd_diff;
+mod cmd_drill;
 mod cmd_extract;
 mod cmd_info;
 mod cmd_init;
 mod cmd_key;
 mod cmd_list;
 mod cmd_prune;
+mod cmd_replicas;
 mod cmd_replicate;
+mod cmd_restore_repo;
 mod cmd_serve;
 pub mod common;
 mod demo;
@@ -103,6 +106,12 @@ pub enum Command {
     Key(cmd_key::KeyArgs),
     /// Copy repositories, as ciphertext, into archives of off-site repositories.
     Replicate(cmd_replicate::ReplicateArgs),
+    /// List which tiers hold which nights (replicas) of a host.
+    Replicas(cmd_replicas::ReplicasArgs),
+    /// Copy a repository (a replica, usually) into a new location, verified.
+    RestoreRepo(cmd_restore_repo::RestoreRepoArgs),
+    /// Restore a sample of a host's files from every tier and check them.
+    Drill(cmd_drill::DrillArgs),
     /// Serve repositories to clients over SSH (an authorized_keys forced command).
     Serve(cmd_serve::ServeArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
@@ -143,6 +152,9 @@ pub fn run() -> i32 {
         Command::Rename(a) => cmd_delete::rename(a, cli.lock_wait),
         Command::Key(a) => cmd_key::run(a),
         Command::Replicate(a) => cmd_replicate::run(a, cli.lock_wait),
+        Command::Replicas(a) => cmd_replicas::run(a, cli.lock_wait),
+        Command::RestoreRepo(a) => cmd_restore_repo::run(a),
+        Command::Drill(a) => cmd_drill::run(a, cli.lock_wait),
         Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),

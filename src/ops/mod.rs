@@ -5,6 +5,8 @@ pub mod check;
 pub mod compact;
 pub mod delete;
 pub mod diff;
+pub mod drill;
 pub mod prune;
 pub mod repair;
 pub mod replicate;
+pub mod restore_repo;
