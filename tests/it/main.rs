@@ -11,6 +11,7 @@ mod replicate;
 mod roundtrip;
 mod serve;
 mod spec;
+mod tiers;
 mod ssh;
 mod sshd;
 mod util;
