@@ -6,6 +6,7 @@ mod errors;
 mod lifecycle;
 mod malicious;
 mod modes;
+mod recovery;
 mod repair;
 mod replicate;
 mod roundtrip;
