@@ -12,7 +12,7 @@ mod replicate;
 mod roundtrip;
 mod serve;
 mod spec;
-mod tiers;
 mod ssh;
 mod sshd;
+mod tiers;
 mod util;
