@@ -64,6 +64,7 @@ export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS
 export STRATA_REMOTE_PATH="/usr/bin/time -a -f serve-rss-kib=%M -o $work/serve-rss $strata"
 
 tx() { cat "/sys/class/net/$dev/statistics/tx_bytes"; }
+rx() { cat "/sys/class/net/$dev/statistics/rx_bytes"; }
 files_of() { (cd "$1" && find . -type f ! -path './locks/*' ! -name 'lock*' -printf '%p %s\n' | sort); }
 new_bytes() { # new_bytes BEFORE AFTER: bytes of files in AFTER not in BEFORE
   join -v 2 <(cut -d' ' -f1 "$1") <(sort "$2") | awk '{s+=$2} END {print s+0}'
@@ -110,6 +111,16 @@ row "borg-in-borg, after ~1% change" "$secs" $(($(tx) - b)) "$(new_bytes "$work/
 
 b=$(tx); timed s3 "$strata" replicate --verify --to "ssh://root@$pi$work/pi/strata" "$work/central/host"
 printf '| strata replicate --verify, nothing new | %.2f | %.1f | 0 | - |\n' "$secs" "$(echo "($(tx) - $b)/1000000" | bc -l)" | tee -a "$results"
+
+# restore one small file of the host straight from the Pi's newest replica
+small=$(cd "$data/mixed-v2" && find . -type f -size -20k | LC_ALL=C sort | awk 'NR==1' | sed 's|^\./||')
+mkdir -p "$work/one-file" && cd "$work/one-file"
+b=$(rx); s=$(date +%s.%N)
+"$strata" extract --replica "ssh://root@$pi$work/pi/strata" "host::b" "${data#/}/mixed-v2/$small" >"$work/one-file.log" 2>&1
+secs=$(echo "$(date +%s.%N) - $s" | bc -l)
+got=$(($(rx) - b)); cd "$work"
+cmp "$data/mixed-v2/$small" "$work/one-file/${data#/}/mixed-v2/$small"
+printf '| one small file from the replica (extract --replica) | %.2f | received %.1f | - | - |\n' "$secs" "$(echo "$got/1000000" | bc -l)" | tee -a "$results"
 
 echo
 echo "repository sizes: strata $(du -sb "$work/central/host" | cut -f1) B, borg $(du -sb "$work/central-borg/host" | cut -f1) B"

@@ -162,8 +162,12 @@ impl Backend for NestedBackend {
     fn identity(&self) -> String {
         self.identity.clone()
     }
+    /// Reads map to whole outer chunks, kept in a small cache, and the
+    /// outer repository caches whole packs when its store is remote: the
+    /// nested repository itself reads exact ranges, so a sparse restore
+    /// fetches only what it touches.
     fn high_latency(&self) -> bool {
-        self.outer.backend().high_latency()
+        false
     }
     fn read_only(&self) -> bool {
         true
