@@ -74,6 +74,9 @@ pub enum Error {
     /// A write to a store that cannot take one (a replica inside an archive).
     #[error("{0}")]
     ReadOnly(String),
+    /// A configuration file problem, `FILE:LINE: what`.
+    #[error("{0}")]
+    Config(String),
     /// A copy does not match what it was copied from (replication checks).
     #[error("{0}")]
     Mismatch(String),

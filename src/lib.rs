@@ -8,6 +8,7 @@ pub mod archive;
 pub mod backend;
 pub mod chunker;
 pub mod compress;
+pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod id;
