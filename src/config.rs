@@ -264,7 +264,10 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let src = std::fs::read_to_string(path).map_err(|e| {
             Error::io(
-                format!("reading the configuration {} (create it, see docs/config.md)", path.display()),
+                format!(
+                    "reading the configuration {} (create it, see docs/config.md)",
+                    path.display()
+                ),
                 e,
             )
         })?;
@@ -291,7 +294,10 @@ impl Config {
     }
 
     pub fn job(&self, name: &str) -> Option<&Job> {
-        self.jobs.iter().map(|j| j.get_ref()).find(|j| j.name == name)
+        self.jobs
+            .iter()
+            .map(|j| j.get_ref())
+            .find(|j| j.name == name)
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -315,19 +321,42 @@ impl Config {
         for r in &self.repositories {
             let rr = r.get_ref();
             if !names.insert(rr.name.clone()) {
-                return Err(at(src, path, r.span().start, format!("repository `{}` is defined twice", rr.name)));
+                return Err(at(
+                    src,
+                    path,
+                    r.span().start,
+                    format!("repository `{}` is defined twice", rr.name),
+                ));
             }
             if rr.passphrase_file.is_some() && rr.passcommand.is_some() {
-                return Err(at(src, path, r.span().start, format!("repository `{}`: give passphrase_file or passcommand, not both", rr.name)));
+                return Err(at(
+                    src,
+                    path,
+                    r.span().start,
+                    format!(
+                        "repository `{}`: give passphrase_file or passcommand, not both",
+                        rr.name
+                    ),
+                ));
             }
             if rr.passcommand.as_ref().is_some_and(|c| c.is_empty()) {
-                return Err(at(src, path, r.span().start, format!("repository `{}`: passcommand is an empty command", rr.name)));
+                return Err(at(
+                    src,
+                    path,
+                    r.span().start,
+                    format!("repository `{}`: passcommand is an empty command", rr.name),
+                ));
             }
         }
         let mut jobs = HashSet::new();
         for j in &self.jobs {
             if !jobs.insert(j.get_ref().name.clone()) {
-                return Err(at(src, path, j.span().start, format!("job `{}` is defined twice", j.get_ref().name)));
+                return Err(at(
+                    src,
+                    path,
+                    j.span().start,
+                    format!("job `{}` is defined twice", j.get_ref().name),
+                ));
             }
         }
         for j in &self.jobs {
@@ -336,12 +365,22 @@ impl Config {
         self.check_chains(src, path)
     }
 
-    fn validate_job(&self, sj: &Spanned<Job>, jobs: &HashSet<String>, src: &str, path: &Path) -> Result<()> {
+    fn validate_job(
+        &self,
+        sj: &Spanned<Job>,
+        jobs: &HashSet<String>,
+        src: &str,
+        path: &Path,
+    ) -> Result<()> {
         let j = sj.get_ref();
-        let err = |offset: usize, msg: String| at(src, path, offset, format!("job `{}`: {msg}", j.name));
+        let err =
+            |offset: usize, msg: String| at(src, path, offset, format!("job `{}`: {msg}", j.name));
         let repo_ref = |r: &Spanned<String>| -> Result<()> {
             if self.repository(r.get_ref()).is_none() {
-                return Err(err(r.span().start, format!("no [[repository]] named `{}`", r.get_ref())));
+                return Err(err(
+                    r.span().start,
+                    format!("no [[repository]] named `{}`", r.get_ref()),
+                ));
             }
             Ok(())
         };
@@ -351,7 +390,10 @@ impl Config {
         if let Some(a) = &j.after
             && !jobs.contains(a.get_ref())
         {
-            return Err(err(a.span().start, format!("`after` names no job `{}`", a.get_ref())));
+            return Err(err(
+                a.span().start,
+                format!("`after` names no job `{}`", a.get_ref()),
+            ));
         }
         if let Some(a) = &j.jitter {
             parse_duration(a.get_ref()).map_err(|e| err(a.span().start, e))?;
@@ -363,7 +405,10 @@ impl Config {
         match (&j.repository, needs_repo) {
             (Some(r), _) => repo_ref(r)?,
             (None, true) => {
-                return Err(err(sj.span().start, format!("a {} job needs `repository = \"NAME\"`", j.kind.name())));
+                return Err(err(
+                    sj.span().start,
+                    format!("a {} job needs `repository = \"NAME\"`", j.kind.name()),
+                ));
             }
             (None, false) => {}
         }
@@ -374,7 +419,10 @@ impl Config {
         match j.kind {
             JobKind::Backup => {
                 if j.sources.is_empty() && j.dumps.is_empty() {
-                    return Err(err(sj.span().start, "a backup job needs `sources` or `dumps`".into()));
+                    return Err(err(
+                        sj.span().start,
+                        "a backup job needs `sources` or `dumps`".into(),
+                    ));
                 }
             }
             JobKind::Prune => {
@@ -383,7 +431,10 @@ impl Config {
                         .map_err(|e| err(w.span().start, e.to_string()))?;
                 }
                 if self.retention(j)?.is_empty() {
-                    return Err(err(sj.span().start, "a prune job needs a keep_* rule".into()));
+                    return Err(err(
+                        sj.span().start,
+                        "a prune job needs a keep_* rule".into(),
+                    ));
                 }
             }
             JobKind::Replicate => {
@@ -411,7 +462,15 @@ impl Config {
             let mut cur = sj.get_ref();
             while let Some(a) = &cur.after {
                 if !seen.insert(cur.name.clone()) {
-                    return Err(at(src, path, sj.span().start, format!("job `{}`: its `after` chain loops back to itself", sj.get_ref().name)));
+                    return Err(at(
+                        src,
+                        path,
+                        sj.span().start,
+                        format!(
+                            "job `{}`: its `after` chain loops back to itself",
+                            sj.get_ref().name
+                        ),
+                    ));
                 }
                 match self.job(a.get_ref()) {
                     Some(next) => cur = next,
@@ -506,18 +565,35 @@ keep_daily = 7
     fn a_good_config_parses() {
         let c = Config::parse(GOOD, Path::new("strata.toml")).unwrap();
         assert_eq!(c.jobs.len(), 2);
-        assert_eq!(c.job("retention").unwrap().after.as_ref().unwrap().get_ref(), "nightly");
+        assert_eq!(
+            c.job("retention")
+                .unwrap()
+                .after
+                .as_ref()
+                .unwrap()
+                .get_ref(),
+            "nightly"
+        );
     }
 
     #[test]
     fn mistakes_are_reported_at_their_line() {
         let typo = GOOD.replace("keep_daily = 7", "keep_dayly = 7");
         let e = err_of(&typo);
-        assert!(e.contains("strata.toml:24") && e.contains("keep_dayly"), "{e}");
+        assert!(
+            e.contains("strata.toml:24") && e.contains("keep_dayly"),
+            "{e}"
+        );
         let cron = GOOD.replace("0 3 * * *", "0 25 * * *");
         let e = err_of(&cron);
-        assert!(e.contains("strata.toml:15") && e.contains("schedule"), "{e}");
-        let repo = GOOD.replace("repository = \"central\"\nafter", "repository = \"centrl\"\nafter");
+        assert!(
+            e.contains("strata.toml:15") && e.contains("schedule"),
+            "{e}"
+        );
+        let repo = GOOD.replace(
+            "repository = \"central\"\nafter",
+            "repository = \"centrl\"\nafter",
+        );
         let e = err_of(&repo);
         assert!(e.contains("strata.toml:22") && e.contains("centrl"), "{e}");
         let after = GOOD.replace("after = \"nightly\"", "after = \"nighty\"");
@@ -543,7 +619,10 @@ keep_daily = 7
             name: None,
             options: vec!["--host=/run/postgresql".into()],
         };
-        assert_eq!(d.command(), ["pg_dump", "--no-password", "--host=/run/postgresql", "app"]);
+        assert_eq!(
+            d.command(),
+            ["pg_dump", "--no-password", "--host=/run/postgresql", "app"]
+        );
         assert_eq!(d.archive_name(), "postgresql-app.sql");
     }
 }

@@ -112,6 +112,24 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// The backend for a location: an `ssh://` URL or `user@host:path` (served
+/// by `remote_path serve` on the other end), or a local path. Test fault
+/// injection (`STRATA_FAULT_*`) wraps it when asked for.
+pub fn open_location(
+    location: &str,
+    create: bool,
+    remote_path: &str,
+    ssh: Option<remote::ssh::SshOptions>,
+) -> Result<std::sync::Arc<dyn Backend>> {
+    if let Some(url) = remote::RemoteUrl::parse(location) {
+        let ssh = ssh.unwrap_or_else(remote::ssh::SshOptions::from_env);
+        let r = remote::RemoteBackend::connect_with(&url, location, create, remote_path, ssh)?;
+        return Ok(std::sync::Arc::from(fault::wrap_from_env(r)));
+    }
+    let local = local::LocalBackend::new(std::path::PathBuf::from(location));
+    Ok(std::sync::Arc::from(fault::wrap_from_env(local)))
+}
+
 /// File names are lower-case hex or short `[a-z0-9._-]` words; anything else
 /// (slashes, `..`) is refused so a name can never escape its directory.
 pub fn valid_name(name: &str) -> bool {

@@ -2,12 +2,10 @@
 //! human sizes and times.
 
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use strata::backend::Backend;
-use strata::backend::local::LocalBackend;
-use strata::backend::remote::{RemoteBackend, RemoteUrl};
+use strata::backend::remote::RemoteUrl;
 use strata::repo::client::ClientDirs;
 use strata::repo::{LockMode, OpenOptions, Passphrase, Repository};
 
@@ -155,13 +153,13 @@ impl Location {
 
     /// The backend; `create` asks a remote server to allow creating it.
     pub fn backend_for(&self, create: bool) -> Result<Arc<dyn Backend>> {
-        if let Some(url) = RemoteUrl::parse(&self.repo) {
-            let remote_path = REMOTE_PATH.get().map(String::as_str).unwrap_or("strata");
-            let remote = RemoteBackend::connect(&url, &self.repo, create, remote_path)?;
-            return Ok(Arc::from(strata::backend::fault::wrap_from_env(remote)));
-        }
-        let local = LocalBackend::new(PathBuf::from(&self.repo));
-        Ok(Arc::from(strata::backend::fault::wrap_from_env(local)))
+        let remote_path = REMOTE_PATH.get().map(String::as_str).unwrap_or("strata");
+        Ok(strata::backend::open_location(
+            &self.repo,
+            create,
+            remote_path,
+            None,
+        )?)
     }
 }
 

@@ -212,17 +212,29 @@ impl RemoteBackend {
         create: bool,
         remote_path: &str,
     ) -> Result<Self> {
+        Self::connect_with(
+            url,
+            display,
+            create,
+            remote_path,
+            ssh::SshOptions::from_env(),
+        )
+    }
+
+    /// `connect` with explicit SSH options (the daemon's per-repository key).
+    pub fn connect_with(
+        url: &RemoteUrl,
+        display: &str,
+        create: bool,
+        remote_path: &str,
+        ssh_options: ssh::SshOptions,
+    ) -> Result<Self> {
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let command = format!("{remote_path} serve");
         let mut link = match std::env::var("STRATA_RSH") {
             Ok(rsh) => Link::spawn(&rsh, url, &command, stderr_tail.clone())?,
             Err(_) => {
-                let t = ssh::connect(
-                    url,
-                    &command,
-                    &ssh::SshOptions::from_env(),
-                    stderr_tail.clone(),
-                )?;
+                let t = ssh::connect(url, &command, &ssh_options, stderr_tail.clone())?;
                 Link {
                     writer: Box::new(t.writer),
                     reader: Box::new(t.reader),
