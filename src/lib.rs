@@ -10,6 +10,7 @@ pub mod chunker;
 pub mod compress;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod error;
 pub mod id;
 pub mod ops;
