@@ -47,6 +47,24 @@ pub struct CreateOptions {
     pub numeric_ids: bool,
     pub threads: usize,
     pub command_line: Vec<String>,
+    /// Data produced by commands (database dumps), each stored as one file.
+    pub streams: Vec<Stream>,
+}
+
+/// A named stream stored as one file (mode 0600), read to its end once.
+pub struct Stream {
+    /// The path in the archive.
+    pub name: String,
+    pub reader: std::cell::RefCell<Option<Box<dyn Read>>>,
+}
+
+impl Stream {
+    pub fn new(name: impl Into<String>, reader: impl Read + 'static) -> Self {
+        Self {
+            name: name.into(),
+            reader: std::cell::RefCell::new(Some(Box::new(reader))),
+        }
+    }
 }
 
 /// Live figures for `--progress`.
@@ -64,6 +82,11 @@ pub trait Observer {
     fn entry(&mut self, _status: char, _path: &str) {}
     fn warning(&mut self, _message: &str) {}
     fn progress(&mut self, _p: &Progress) {}
+    /// Polled between files and chunks: true stops the run with
+    /// `Error::Interrupted`, committing nothing.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 pub struct NoObserver;
@@ -134,6 +157,12 @@ pub fn create(
                 w.stdin()?;
             } else {
                 w.root(path)?;
+            }
+        }
+        for s in &opts.streams {
+            let reader = s.reader.borrow_mut().take();
+            if let Some(r) = reader {
+                w.stream(Path::new(&s.name), r, 0o600)?;
             }
         }
         let Walk {
@@ -310,6 +339,9 @@ impl Walk<'_, '_> {
             .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
             .into_iter();
         while let Some(next) = it.next() {
+            if self.obs.cancelled() {
+                return Err(Error::Interrupted);
+            }
             let entry = match next {
                 Ok(e) => e,
                 Err(e) => {
@@ -536,6 +568,9 @@ impl Walk<'_, '_> {
         let chunker = self.chunker.clone();
         let mut out = Vec::new();
         for chunk in chunker.chunks(reader) {
+            if self.obs.cancelled() {
+                return Err(Error::Interrupted);
+            }
             let data = match chunk {
                 Ok(d) => d,
                 Err(e) => {
@@ -556,15 +591,18 @@ impl Walk<'_, '_> {
 
     fn stdin(&mut self) -> Result<()> {
         let name = PathBuf::from(&self.opts.stdin_name);
-        let stdin = std::io::stdin().lock();
-        let Some(chunks) = self.read_chunks(stdin, &name)? else {
-            return Err(Error::invalid("reading standard input failed"));
+        self.stream(&name, std::io::stdin().lock(), 0o660)
+    }
+
+    fn stream(&mut self, name: &Path, reader: impl Read, mode: u32) -> Result<()> {
+        let Some(chunks) = self.read_chunks(reader, name)? else {
+            return Err(Error::invalid(format!("reading {} failed", name.display())));
         };
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let item = Item {
             path: ByteBuf::from(archive_path(&name)),
             kind: KIND_FILE,
-            mode: 0o660,
+            mode,
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             user: Some(current_user()),

@@ -9,6 +9,7 @@ pub mod fsmeta;
 pub mod item;
 pub mod nested;
 pub mod patterns;
+pub mod placeholders;
 
 use crate::crypto::ObjectType;
 use crate::error::{Error, Result};

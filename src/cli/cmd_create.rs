@@ -1,7 +1,7 @@
 //! `strata create`.
 
 use super::common::{self, Location, duration, size};
-use super::placeholders;
+use strata::archive::placeholders;
 use super::progress::Terminal;
 use anyhow::{Result, bail};
 use clap::Args;
@@ -80,6 +80,7 @@ pub fn run(a: CreateArgs, lock_wait: u64) -> Result<i32> {
         name,
         paths: a.paths.clone(),
         stdin_name: a.stdin_name.clone(),
+        streams: Vec::new(),
         compression: Compression::parse(&a.compression)?,
         comment: a.comment.clone(),
         excludes: Excludes::new(&patterns)?,

@@ -3,7 +3,7 @@
 use super::common::{self, Location};
 use anyhow::{Result, bail};
 use clap::Args;
-use strata::ops::prune::{Candidate, Retention, parse_within, plan};
+use strata::ops::prune::{Retention, decide, parse_within};
 use strata::repo::LockMode;
 
 #[derive(Args, Debug)]
@@ -116,17 +116,7 @@ pub fn run(a: PruneArgs, lock_wait: u64) -> Result<i32> {
         ..Default::default()
     };
     let considered = filter.apply(&repo.manifest().archives)?;
-    let candidates: Vec<Candidate> = considered
-        .iter()
-        .enumerate()
-        .map(|(index, r)| {
-            let time = chrono::DateTime::parse_from_rfc3339(&r.time)
-                .map(|t| t.with_timezone(&chrono::Local).naive_local())
-                .map_err(|_| anyhow::anyhow!("archive {} has a bad time `{}`", r.name, r.time))?;
-            Ok(Candidate { index, time })
-        })
-        .collect::<Result<_>>()?;
-    let decisions = plan(&candidates, &retention, chrono::Local::now().naive_local());
+    let decisions = decide(&considered, &retention, chrono::Local::now().naive_local())?;
     let prune: Vec<String> = considered
         .iter()
         .enumerate()

@@ -146,6 +146,7 @@ fn create_opts(name: &str, src: &Path) -> CreateOptions {
         name: name.into(),
         paths: vec![src.to_path_buf()],
         stdin_name: "stdin".into(),
+        streams: Vec::new(),
         compression: Compression::default(),
         comment: "strata demo".into(),
         excludes: Excludes::default(),

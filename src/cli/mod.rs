@@ -20,7 +20,6 @@ mod cmd_serve;
 pub mod common;
 mod demo;
 mod filters;
-mod placeholders;
 mod progress;
 
 use clap::{Parser, Subcommand};

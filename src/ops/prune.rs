@@ -67,6 +67,31 @@ pub fn parse_within(s: &str) -> Result<TimeDelta> {
     Ok(TimeDelta::seconds(n * secs))
 }
 
+/// For each archive (in the given order, oldest first), the rule that
+/// keeps it, or None: prune it. Archive times are judged in local time.
+pub fn decide(
+    archives: &[crate::repo::manifest::ArchiveRef],
+    r: &Retention,
+    now: NaiveDateTime,
+) -> crate::error::Result<Vec<Option<String>>> {
+    let candidates = archives
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let time = chrono::DateTime::parse_from_rfc3339(&a.time)
+                .map(|t| t.with_timezone(&chrono::Local).naive_local())
+                .map_err(|_| {
+                    crate::error::Error::corrupt(format!(
+                        "archive {} has a bad time `{}`",
+                        a.name, a.time
+                    ))
+                })?;
+            Ok(Candidate { index, time })
+        })
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    Ok(plan(&candidates, r, now))
+}
+
 /// One archive to decide on: its index in the caller's list and local time.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate {

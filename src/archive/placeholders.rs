@@ -1,6 +1,6 @@
 //! Archive-name placeholders: {hostname} {fqdn} {user} {now[:FMT]} {utcnow[:FMT]}.
 
-use anyhow::{Result, bail};
+use crate::error::{Error, Result};
 
 /// borg's default timestamp format for `{now}`.
 pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
@@ -11,7 +11,7 @@ pub fn expand(name: &str) -> Result<String> {
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let Some(close) = rest[open..].find('}') else {
-            bail!("archive name `{name}`: unclosed `{{`");
+            return Err(Error::invalid(format!("archive name `{name}`: unclosed `{{`")));
         };
         let token = &rest[open + 1..open + close];
         let (key, fmt) = token
@@ -19,11 +19,15 @@ pub fn expand(name: &str) -> Result<String> {
             .unwrap_or((token, DEFAULT_TIME_FORMAT));
         out.push_str(&match key {
             "hostname" => short_hostname(),
-            "fqdn" => strata::repo::lock::hostname(),
+            "fqdn" => crate::repo::lock::hostname(),
             "user" => user(),
             "now" => chrono::Local::now().format(fmt).to_string(),
             "utcnow" => chrono::Utc::now().format(fmt).to_string(),
-            other => bail!("archive name `{name}`: unknown placeholder {{{other}}} (use hostname, fqdn, user, now, utcnow)"),
+            other => {
+                return Err(Error::invalid(format!(
+                    "archive name `{name}`: unknown placeholder {{{other}}} (use hostname, fqdn, user, now, utcnow)"
+                )));
+            }
         });
         rest = &rest[open + close + 1..];
     }
@@ -32,7 +36,7 @@ pub fn expand(name: &str) -> Result<String> {
 }
 
 fn short_hostname() -> String {
-    let h = strata::repo::lock::hostname();
+    let h = crate::repo::lock::hostname();
     h.split('.').next().unwrap_or(&h).to_string()
 }
 
