@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use toml::Spanned;
 
 pub const DEFAULT_PATH: &str = "/etc/strata/strata.toml";
@@ -499,14 +498,19 @@ impl Config {
     }
 }
 
-/// A cron expression of five fields (minute hour day month weekday).
+/// A cron expression of five fields (minute hour day month weekday), or
+/// six with seconds first.
 pub fn parse_schedule(s: &str) -> std::result::Result<croner::Cron, String> {
-    if s.split_whitespace().count() != 5 {
+    if !(5..=6).contains(&s.split_whitespace().count()) {
         return Err(format!(
             "schedule `{s}`: use five cron fields, minute hour day month weekday (e.g. \"0 3 * * *\")"
         ));
     }
-    croner::Cron::from_str(s).map_err(|e| format!("schedule `{s}`: {e}"))
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(s)
+        .map_err(|e| format!("schedule `{s}`: {e}"))
 }
 
 /// `90s`, `10m`, `2h`, `1d`.

@@ -600,7 +600,7 @@ impl Walk<'_, '_> {
         };
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let item = Item {
-            path: ByteBuf::from(archive_path(&name)),
+            path: ByteBuf::from(archive_path(name)),
             kind: KIND_FILE,
             mode,
             uid: rustix::process::getuid().as_raw(),

@@ -11,7 +11,9 @@ pub fn expand(name: &str) -> Result<String> {
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
         let Some(close) = rest[open..].find('}') else {
-            return Err(Error::invalid(format!("archive name `{name}`: unclosed `{{`")));
+            return Err(Error::invalid(format!(
+                "archive name `{name}`: unclosed `{{`"
+            )));
         };
         let token = &rest[open + 1..open + close];
         let (key, fmt) = token

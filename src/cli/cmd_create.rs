@@ -1,13 +1,13 @@
 //! `strata create`.
 
 use super::common::{self, Location, duration, size};
-use strata::archive::placeholders;
 use super::progress::Terminal;
 use anyhow::{Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 use strata::archive::create::{CreateOptions, CreateResult, create};
 use strata::archive::patterns::Excludes;
+use strata::archive::placeholders;
 use strata::compress::Compression;
 use strata::repo::LockMode;
 use strata::repo::Repository;

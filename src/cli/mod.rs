@@ -4,6 +4,7 @@
 mod cmd_check;
 mod cmd_compact;
 mod cmd_create;
+mod cmd_daemon;
 mod cmd_delete;
 mod cmd_diff;
 mod cmd_drill;
@@ -111,6 +112,14 @@ pub enum Command {
     RestoreRepo(cmd_restore_repo::RestoreRepoArgs),
     /// Restore a sample of a host's files from every tier and check them.
     Drill(cmd_drill::DrillArgs),
+    /// Run the configured jobs on their schedules (see docs/config.md).
+    Daemon(cmd_daemon::DaemonArgs),
+    /// Run the configured backup jobs (or the named jobs) once, now.
+    Backup(cmd_daemon::BackupArgs),
+    /// Show every configured job: last run, outcome, next run.
+    Status(cmd_daemon::StatusArgs),
+    /// Check the configuration file.
+    Config(cmd_daemon::ConfigArgs),
     /// Serve repositories to clients over SSH (an authorized_keys forced command).
     Serve(cmd_serve::ServeArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
@@ -154,6 +163,10 @@ pub fn run() -> i32 {
         Command::Replicas(a) => cmd_replicas::run(a, cli.lock_wait),
         Command::RestoreRepo(a) => cmd_restore_repo::run(a),
         Command::Drill(a) => cmd_drill::run(a, cli.lock_wait),
+        Command::Daemon(a) => cmd_daemon::daemon(a),
+        Command::Backup(a) => cmd_daemon::backup(a),
+        Command::Status(a) => cmd_daemon::status(a),
+        Command::Config(a) => cmd_daemon::config(a),
         Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),

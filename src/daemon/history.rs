@@ -41,9 +41,12 @@ impl History {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
         }
         let db = Connection::open(path).map_err(db_err)?;
-        db.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        db.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
-        db.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS runs (
                 id INTEGER PRIMARY KEY,
@@ -101,7 +104,9 @@ impl History {
             .map_err(db_err)?;
         let job: Option<String> = self
             .db
-            .query_row("SELECT job FROM runs WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row("SELECT job FROM runs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db_err)?;
         if let Some(job) = job {
@@ -189,8 +194,15 @@ mod tests {
         {
             let h = History::open(&path).unwrap();
             let a = h.start("nightly", "backup", "schedule", now).unwrap();
-            h.finish(a, "ok", "3 files", &serde_json::json!({"files": 3}), "", now)
-                .unwrap();
+            h.finish(
+                a,
+                "ok",
+                "3 files",
+                &serde_json::json!({"files": 3}),
+                "",
+                now,
+            )
+            .unwrap();
             h.start("nightly", "backup", "manual", now).unwrap();
         }
         let h = History::open(&path).unwrap();
@@ -200,7 +212,12 @@ mod tests {
         assert_eq!(runs[0].outcome, "interrupted");
         assert_eq!(runs[1].outcome, "ok");
         assert_eq!(runs[1].stats, r#"{"files":3}"#);
-        assert_eq!(h.previous_outcome("nightly", runs[0].id).unwrap().as_deref(), Some("ok"));
+        assert_eq!(
+            h.previous_outcome("nightly", runs[0].id)
+                .unwrap()
+                .as_deref(),
+            Some("ok")
+        );
         assert!(h.last_starts().unwrap().contains_key("nightly"));
     }
 }

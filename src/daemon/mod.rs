@@ -1,5 +1,258 @@
 //! The daemon: runs the configured jobs on their schedules, keeps their
 //! history, and tells people when something fails or recovers.
 
-pub mod schedule;
 pub mod history;
+pub mod notify;
+pub mod runner;
+pub mod schedule;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::repo::client::ClientDirs;
+use chrono::Local;
+use crossbeam_channel::{RecvTimeoutError, unbounded};
+use history::History;
+use runner::{JobProgress, JobReport, Outcome, RunContext, run_job};
+use schedule::{Scheduler, Trigger};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The daemon checks its stop flag at least this often while it waits.
+const POLL: Duration = Duration::from_secs(1);
+
+pub fn history_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir().join("history.sqlite")
+}
+
+struct Running {
+    id: i64,
+    cancel: Arc<AtomicBool>,
+    started: chrono::DateTime<Local>,
+    _progress: Arc<Mutex<JobProgress>>,
+}
+
+/// Runs jobs until `stop` is set; then stops the running ones (they commit
+/// nothing and release their locks) and records them as interrupted.
+pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> Result<()> {
+    let cfg = Arc::new(cfg);
+    let history = History::open(&history_path(&cfg))?;
+    let now = Local::now();
+    let n = history.mark_interrupted(now)?;
+    if n > 0 {
+        say(&format!(
+            "{n} runs were cut short by the last stop: marked interrupted"
+        ));
+    }
+    let mut sched = Scheduler::new(&cfg, now, &history.last_starts()?);
+    let (done_tx, done_rx) = unbounded::<(String, JobReport)>();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    say(&format!(
+        "strata daemon on {}: {} jobs, state in {}",
+        cfg.node.name,
+        cfg.jobs.len(),
+        cfg.state_dir().display()
+    ));
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            for r in running.values() {
+                r.cancel.store(true, Ordering::Relaxed);
+            }
+            if running.is_empty() {
+                say("stopped");
+                return Ok(());
+            }
+        } else {
+            let now = Local::now();
+            let (start, skipped) = sched.due(now);
+            for s in skipped {
+                say(&format!(
+                    "{s}: still running at its next scheduled time; that run is skipped"
+                ));
+            }
+            for (name, trigger) in start {
+                let Some(job) = cfg.job(&name) else { continue };
+                let id = history.start(&name, job.kind.name(), &trigger.describe(), now)?;
+                say(&format!("{name}: started ({})", trigger.describe()));
+                let cancel = Arc::new(AtomicBool::new(false));
+                let progress = Arc::new(Mutex::new(JobProgress::default()));
+                running.insert(
+                    name.clone(),
+                    Running {
+                        id,
+                        cancel: cancel.clone(),
+                        started: now,
+                        _progress: progress.clone(),
+                    },
+                );
+                let (cfg, tx) = (cfg.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    let mut notes = notify::started(&cfg.notify);
+                    let report = match cfg.job(&name) {
+                        Some(job) => {
+                            let ctx = RunContext {
+                                cfg: &cfg,
+                                cancel: &cancel,
+                                progress: &progress,
+                                dirs: ClientDirs::from_env(),
+                            };
+                            run_job(&ctx, job)
+                        }
+                        None => JobReport {
+                            outcome: Outcome::Failed,
+                            summary: "the job vanished from the configuration".into(),
+                            stats: serde_json::json!({}),
+                            log: Vec::new(),
+                        },
+                    };
+                    let mut report = report;
+                    report.log.append(&mut notes);
+                    let _ = tx.send((name, report));
+                });
+            }
+        }
+        let wait = sched
+            .next_wakeup()
+            .and_then(|t| (t - Local::now()).to_std().ok())
+            .unwrap_or(POLL)
+            .min(POLL);
+        match done_rx.recv_timeout(wait) {
+            Ok((name, report)) => {
+                let Some(r) = running.remove(&name) else {
+                    continue;
+                };
+                let now = Local::now();
+                history.finish(
+                    r.id,
+                    report.outcome.name(),
+                    &report.summary,
+                    &report.stats,
+                    &report.log.join("\n"),
+                    now,
+                )?;
+                say(&format!(
+                    "{name}: {} — {}",
+                    report.outcome.name(),
+                    report.summary
+                ));
+                let ok = matches!(report.outcome, Outcome::Ok | Outcome::Warning);
+                sched.finished(&name, ok);
+                let event = notify::Event {
+                    node: cfg.node.name.clone(),
+                    job: name.clone(),
+                    kind: cfg
+                        .job(&name)
+                        .map(|j| j.kind.name().to_string())
+                        .unwrap_or_default(),
+                    outcome: report.outcome,
+                    previous: history.previous_outcome(&name, r.id)?,
+                    summary: report.summary.clone(),
+                    started: r.started.to_rfc3339(),
+                    ended: now.to_rfc3339(),
+                    log: report.log.clone(),
+                };
+                let notify_cfg = &cfg.notify;
+                for e in notify::finished(notify_cfg, &event) {
+                    say(&format!("{name}: could not notify: {e}"));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+    }
+}
+
+/// `strata backup`: runs the given jobs (default: every backup job) once,
+/// now, with the jobs chained after them, in this process. Returns each
+/// run's name and report.
+pub fn run_once(
+    cfg: &Config,
+    jobs: &[String],
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(String, JobReport)>> {
+    let history = History::open(&history_path(cfg))?;
+    let mut sched = Scheduler::new(cfg, Local::now(), &Default::default());
+    let wanted: Vec<String> = if jobs.is_empty() {
+        cfg.jobs
+            .iter()
+            .map(|j| j.get_ref())
+            .filter(|j| j.kind == crate::config::JobKind::Backup)
+            .map(|j| j.name.clone())
+            .collect()
+    } else {
+        jobs.to_vec()
+    };
+    for j in &wanted {
+        if !sched.request(j) {
+            return Err(crate::error::Error::invalid(format!(
+                "no job `{j}` in the configuration (see `strata status`)"
+            )));
+        }
+    }
+    let cancel = AtomicBool::new(false);
+    let mut out = Vec::new();
+    loop {
+        // Far in the future: only requested and chained jobs are due.
+        let (start, _) = sched.due(Local::now() - chrono::TimeDelta::days(365 * 100));
+        if start.is_empty() {
+            return Ok(out);
+        }
+        for (name, trigger) in start {
+            let Some(job) = cfg.job(&name) else { continue };
+            let now = Local::now();
+            let id = history.start(
+                &name,
+                job.kind.name(),
+                &format!("{} (strata backup)", trigger_name(&trigger)),
+                now,
+            )?;
+            say(&format!("{name}: started"));
+            let progress = Mutex::new(JobProgress::default());
+            let ctx = RunContext {
+                cfg,
+                cancel: &cancel,
+                progress: &progress,
+                dirs: ClientDirs::from_env(),
+            };
+            let report = run_job(&ctx, job);
+            let ended = Local::now();
+            history.finish(
+                id,
+                report.outcome.name(),
+                &report.summary,
+                &report.stats,
+                &report.log.join("\n"),
+                ended,
+            )?;
+            say(&format!(
+                "{name}: {} — {}",
+                report.outcome.name(),
+                report.summary
+            ));
+            let event = notify::Event {
+                node: cfg.node.name.clone(),
+                job: name.clone(),
+                kind: job.kind.name().to_string(),
+                outcome: report.outcome,
+                previous: history.previous_outcome(&name, id)?,
+                summary: report.summary.clone(),
+                started: now.to_rfc3339(),
+                ended: ended.to_rfc3339(),
+                log: report.log.clone(),
+            };
+            for e in notify::finished(&cfg.notify, &event) {
+                say(&format!("{name}: could not notify: {e}"));
+            }
+            sched.finished(
+                &name,
+                matches!(report.outcome, Outcome::Ok | Outcome::Warning),
+            );
+            out.push((name, report));
+        }
+    }
+}
+
+fn trigger_name(t: &Trigger) -> String {
+    t.describe()
+}

@@ -194,7 +194,9 @@ impl JobPlan {
     fn next_after(&self, now: DateTime<Local>) -> Option<DateTime<Local>> {
         let cron = self.cron.as_ref()?;
         // The cron time whose jittered start is after now.
-        let base = cron.find_next_occurrence(&(now - self.jitter), false).ok()?;
+        let base = cron
+            .find_next_occurrence(&(now - self.jitter), false)
+            .ok()?;
         Some(base + self.jitter)
     }
 
@@ -241,21 +243,32 @@ mod tests {
         assert_eq!(s.next_of("backup"), Some(at(22, 3, 0)));
         s.finished("backup", true);
         let (start, _) = s.due(at(21, 3, 20));
-        assert_eq!(start, [("prune".to_string(), Trigger::After("backup".into()))]);
+        assert_eq!(
+            start,
+            [("prune".to_string(), Trigger::After("backup".into()))]
+        );
         s.finished("prune", false);
-        assert!(s.due(at(21, 3, 30)).0.is_empty(), "a failed prune starts no check");
+        assert!(
+            s.due(at(21, 3, 30)).0.is_empty(),
+            "a failed prune starts no check"
+        );
     }
 
     #[test]
     fn a_job_never_overlaps_itself() {
-        let c = cfg("[[job]]\nname = \"b\"\nkind = \"backup\"\nrepository = \"r\"\nschedule = \"*/10 * * * *\"\nsources = [\"/etc\"]\n");
+        let c = cfg(
+            "[[job]]\nname = \"b\"\nkind = \"backup\"\nrepository = \"r\"\nschedule = \"*/10 * * * *\"\nsources = [\"/etc\"]\n",
+        );
         let mut s = Scheduler::new(&c, at(20, 12, 0), &BTreeMap::new());
         assert_eq!(names(&s.due(at(20, 12, 10)).0), ["b"]);
         let (start, skipped) = s.due(at(20, 12, 20));
         assert!(start.is_empty());
         assert_eq!(skipped, ["b"]);
         assert!(s.request("b"));
-        assert!(s.due(at(20, 12, 21)).0.is_empty(), "a manual run waits for the running one");
+        assert!(
+            s.due(at(20, 12, 21)).0.is_empty(),
+            "a manual run waits for the running one"
+        );
         s.finished("b", true);
         let (start, _) = s.due(at(20, 12, 22));
         assert_eq!(start, [("b".to_string(), Trigger::Manual)]);
@@ -281,7 +294,9 @@ mod tests {
 
     #[test]
     fn jitter_is_fixed_per_node_and_job_and_within_the_window() {
-        let c = cfg("[[job]]\nname = \"b\"\nkind = \"backup\"\nrepository = \"r\"\nschedule = \"0 3 * * *\"\njitter = \"30m\"\nsources = [\"/etc\"]\n");
+        let c = cfg(
+            "[[job]]\nname = \"b\"\nkind = \"backup\"\nrepository = \"r\"\nschedule = \"0 3 * * *\"\njitter = \"30m\"\nsources = [\"/etc\"]\n",
+        );
         let s = Scheduler::new(&c, at(20, 12, 0), &BTreeMap::new());
         let next = s.next_of("b").unwrap();
         assert!(next >= at(21, 3, 0) && next < at(21, 3, 30), "{next}");
