@@ -2,6 +2,7 @@
 
 mod compact;
 mod crash;
+mod daemon;
 mod errors;
 mod lifecycle;
 mod malicious;
