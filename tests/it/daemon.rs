@@ -346,3 +346,53 @@ fn a_daemon_killed_during_a_backup_records_it_interrupted_and_the_next_run_succe
     let log = std::fs::read_to_string(env.path("daemon.log")).unwrap();
     assert!(log.contains("marked interrupted"), "{log}");
 }
+
+#[test]
+fn sigterm_during_a_backup_stops_it_without_a_partial_archive_or_a_lock() {
+    let env = Env::new();
+    env.init(&["-e", "repokey"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Many files, so the backup is between files when the stop comes.
+    for i in 0..400 {
+        std::fs::write(
+            src.join(format!("f{i:03}")),
+            random(&format!("term{i}"), 256 << 10),
+        )
+        .unwrap();
+    }
+    std::fs::write(env.path("pass"), "test passphrase\n").unwrap();
+    let state = env.path("state");
+    let config = env.path("strata.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[node]\nname = \"n\"\n[[repository]]\nname = \"local\"\nlocation = \"{}\"\npassphrase_file = \"{}\"\n[[job]]\nname = \"nightly\"\nkind = \"backup\"\nrepository = \"local\"\nschedule = \"* * * * * *\"\nsources = [\"{}\"]\n",
+            state.display(),
+            env.repo(),
+            env.path("pass").display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+    let mut d = daemon(&env, &config);
+    wait_for("a backup holding its lock", || {
+        crate::util::has_lock(&env.path("repo/locks"))
+    });
+    signal(&d, rustix::process::Signal::TERM);
+    let status = d.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        !crate::util::has_lock(&env.path("repo/locks")),
+        "a lock was left behind"
+    );
+    let r = runs(&state, "nightly");
+    assert_eq!(r.last().unwrap().outcome, "interrupted", "{r:?}");
+    assert!(r.last().unwrap().summary.contains("nothing was committed"));
+    assert_eq!(
+        env.ok(&["list", "--short", &env.repo()]),
+        "",
+        "no partial archive"
+    );
+    env.ok(&["check", &env.repo()]);
+}
