@@ -396,3 +396,90 @@ fn sigterm_during_a_backup_stops_it_without_a_partial_archive_or_a_lock() {
     );
     env.ok(&["check", &env.repo()]);
 }
+
+/// The fenced blocks of one language in a Markdown page.
+fn blocks(page: &str, lang: &str) -> Vec<String> {
+    let open = format!("```{lang}");
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in page.lines() {
+        match cur.as_mut() {
+            None if line.trim_end() == open => cur = Some(String::new()),
+            Some(b) if line.trim_end() == "```" => {
+                out.push(std::mem::take(b));
+                cur = None;
+            }
+            Some(b) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_configuration_in_docs_config_md_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/config.md")).unwrap();
+    let examples = blocks(&page, "toml");
+    assert!(examples.len() >= 3, "the host, central and Pi examples");
+    let env = Env::new();
+    for (i, ex) in examples.iter().enumerate() {
+        let f = env.path(&format!("example-{i}.toml"));
+        std::fs::write(&f, ex).unwrap();
+        env.ok(&["config", "check", "-c", f.to_str().unwrap()]);
+    }
+    // and a mistake in one is named with its line
+    let broken = examples[0].replace("keep_daily = 7", "keep_dayly = 7");
+    let line = broken
+        .lines()
+        .position(|l| l.contains("keep_dayly"))
+        .unwrap()
+        + 1;
+    let f = env.path("broken.toml");
+    std::fs::write(&f, broken).unwrap();
+    let out = env.run(&["config", "check", "-c", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("broken.toml:{line}: unknown field `keep_dayly`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_systemd_units_pass_systemd_analyze_verify() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/systemd");
+    let bin = assert_cmd::cargo::cargo_bin("strata");
+    let env = Env::new();
+    for unit in [
+        "strata.service",
+        "strata-backup.service",
+        "strata-backup.timer",
+    ] {
+        let text = std::fs::read_to_string(root.join(unit))
+            .unwrap()
+            .replace("/usr/local/bin/strata", bin.to_str().unwrap());
+        std::fs::write(env.path(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(
+            [
+                "strata.service",
+                "strata-backup.service",
+                "strata-backup.timer",
+            ]
+            .map(|u| env.path(u)),
+        )
+        .output()
+        .expect("systemd-analyze (package systemd) is needed");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
