@@ -7,14 +7,23 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests use: mount/umount (full-disk test on tmpfs), a C
-# compiler for the zstd/lzma/blake3 C sources, and a real OpenSSH server and
-# client for the remote-repository tests (tests/it/sshd.rs).
+# compiler for the zstd/lzma/blake3/SQLite C sources, a real OpenSSH server
+# and client for the remote-repository tests (tests/it/sshd.rs), iproute2
+# for the network-namespace hosts (tests/it/offsite.rs), PostgreSQL for the
+# database-dump tests, Python 3 (its standard smtpd is the SMTP server of
+# the daemon tests) and systemd-analyze for the unit files.
 missing=()
 command -v mount >/dev/null || missing+=(mount)
 command -v cc >/dev/null || missing+=(gcc)
 command -v make >/dev/null || missing+=(make)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 { command -v ssh && command -v ssh-keygen; } >/dev/null || missing+=(openssh-client)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v runuser >/dev/null || missing+=(util-linux)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v python3 >/dev/null || missing+=(python3)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -565,6 +565,15 @@ impl Walk<'_, '_> {
 
     /// Chunks a reader into the repository. None if reading failed (warned).
     fn read_chunks(&mut self, reader: impl Read, path: &Path) -> Result<Option<Vec<ChunkRef>>> {
+        Ok(self.read_chunks_or_why(reader, path)?.ok())
+    }
+
+    /// Chunks a reader; the inner error is why reading failed (warned).
+    fn read_chunks_or_why(
+        &mut self,
+        reader: impl Read,
+        path: &Path,
+    ) -> Result<std::result::Result<Vec<ChunkRef>, String>> {
         let chunker = self.chunker.clone();
         let mut out = Vec::new();
         for chunk in chunker.chunks(reader) {
@@ -575,7 +584,7 @@ impl Walk<'_, '_> {
                 Ok(d) => d,
                 Err(e) => {
                     self.warn('E', path, format!("read error: {e}"));
-                    return Ok(None);
+                    return Ok(Err(e.to_string()));
                 }
             };
             let len = data.len() as u32;
@@ -586,7 +595,7 @@ impl Walk<'_, '_> {
             self.count(&c);
             out.push(c);
         }
-        Ok(Some(out))
+        Ok(Ok(out))
     }
 
     fn stdin(&mut self) -> Result<()> {
@@ -595,8 +604,13 @@ impl Walk<'_, '_> {
     }
 
     fn stream(&mut self, name: &Path, reader: impl Read, mode: u32) -> Result<()> {
-        let Some(chunks) = self.read_chunks(reader, name)? else {
-            return Err(Error::invalid(format!("reading {} failed", name.display())));
+        let chunks = match self.read_chunks_or_why(reader, name)? {
+            Ok(c) => c,
+            Err(why) => {
+                // A stream cannot be read again: the whole backup fails
+                // rather than store a file that looks complete.
+                return Err(Error::invalid(format!("{}: {why}", name.display())));
+            }
         };
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let item = Item {

@@ -3,6 +3,7 @@
 mod compact;
 mod crash;
 mod daemon;
+mod dumps;
 mod errors;
 mod lifecycle;
 mod malicious;
