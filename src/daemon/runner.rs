@@ -286,7 +286,20 @@ pub fn run_job(ctx: &RunContext, job: &Job) -> JobReport {
         JobKind::Prune => prune(ctx, job, &mut log),
         JobKind::Compact => compact(ctx, job, &mut log),
         JobKind::Check => check(ctx, job, &mut log),
-        JobKind::Replicate => replicate(ctx, job, &mut log),
+        JobKind::Replicate => match replicate(ctx, job, &mut log) {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(p)) => {
+                let summary = format!("{}; {}", p.error, p.summary);
+                log.line(format!("failed: {summary}"));
+                return JobReport {
+                    outcome: Outcome::Failed,
+                    summary,
+                    stats: p.stats,
+                    log: log.lines,
+                };
+            }
+            Err(e) => Err(e),
+        },
         JobKind::Drill => drill(ctx, job, &mut log),
     };
     let (outcome, summary, stats) = match result {
@@ -315,6 +328,14 @@ pub fn run_job(ctx: &RunContext, job: &Job) -> JobReport {
 }
 
 type Done = Result<(String, serde_json::Value)>;
+
+/// A job that did part of its work fails, but keeps the figures of what
+/// worked (metrics show the last success of each replica).
+struct PartialFailure {
+    error: Error,
+    summary: String,
+    stats: serde_json::Value,
+}
 
 fn repo_of<'c>(ctx: &'c RunContext, job: &Job) -> Result<&'c config::Repository> {
     let name = job
@@ -507,7 +528,11 @@ fn expand_sources(sources: &[String]) -> Vec<String> {
     out
 }
 
-fn replicate(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
+fn replicate(
+    ctx: &RunContext,
+    job: &Job,
+    log: &mut Log,
+) -> Result<std::result::Result<(String, serde_json::Value), PartialFailure>> {
     let sources = expand_sources(&job.sources);
     if sources.is_empty() {
         return Err(Error::invalid(format!(
@@ -517,6 +542,7 @@ fn replicate(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
     }
     let mut failures = Vec::new();
     let mut made = 0;
+    let mut replicas = Vec::new();
     for t in &job.targets {
         let tr = ctx
             .cfg
@@ -535,6 +561,7 @@ fn replicate(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
             if ctx.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
+            let before = target.backend().traffic().map(|t| t.sent);
             let name = src
                 .trim_end_matches('/')
                 .rsplit('/')
@@ -557,6 +584,21 @@ fn replicate(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
             match res {
                 Ok(r) => {
                     made += 1;
+                    let sent = target
+                        .backend()
+                        .traffic()
+                        .map(|t| t.sent)
+                        .zip(before)
+                        .map(|(a, b)| a - b);
+                    replicas.push(serde_json::json!({
+                        "repo": name,
+                        "target": tr.name,
+                        "archive": r.archive_name,
+                        "read_bytes": r.read_bytes,
+                        "stored_bytes": r.stored_bytes,
+                        "sent_bytes": sent,
+                        "time": chrono::Local::now().to_rfc3339(),
+                    }));
                     log.line(format!(
                         "{name} → {}: {} ({} files read)",
                         tr.name, r.archive_name, r.read_files
@@ -572,18 +614,20 @@ fn replicate(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
     for f in &failures {
         log.line(format!("failed: {f}"));
     }
+    let stats = serde_json::json!({"made": made, "replicas": replicas});
     if !failures.is_empty() {
-        return Err(Error::invalid(format!(
-            "{} of {} replicas failed: {}",
-            failures.len(),
-            failures.len() + made,
-            failures.join("; ")
-        )));
+        return Ok(Err(PartialFailure {
+            error: Error::invalid(format!(
+                "{} of {} replicas failed: {}",
+                failures.len(),
+                failures.len() + made,
+                failures.join("; ")
+            )),
+            summary: format!("{made} replicas made"),
+            stats,
+        }));
     }
-    Ok((
-        format!("{made} replicas made"),
-        serde_json::json!({"replicas": made}),
-    ))
+    Ok(Ok((format!("{made} replicas made"), stats)))
 }
 
 fn drill(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
