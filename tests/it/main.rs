@@ -8,6 +8,8 @@ mod errors;
 mod lifecycle;
 mod malicious;
 mod modes;
+mod netns;
+mod offsite;
 mod recovery;
 mod repair;
 mod replicate;
