@@ -25,6 +25,21 @@ pub struct Config {
     /// Job history and state (default /var/lib/strata).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// The daemon's Prometheus endpoint.
+    pub metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address of `GET /metrics` (default loopback only: put it behind a
+    /// reverse proxy or a VPN address to scrape from elsewhere).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9898".into()
 }
 
 #[derive(Debug, Deserialize)]

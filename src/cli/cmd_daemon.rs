@@ -52,6 +52,19 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+For node_exporter's textfile collector (strata run from timers, without the \
+daemon): `strata metrics --textfile /var/lib/prometheus/node-exporter` after \
+each run. The daemon serves the same at [metrics] listen (docs/config.md).")]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    pub path: ConfigPath,
+    /// Write DIR/strata.prom (atomically) instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct ConfigArgs {
     #[command(subcommand)]
     pub command: ConfigCommand,
@@ -147,6 +160,25 @@ pub fn status(a: StatusArgs) -> Result<i32> {
             next,
             r["last"]["summary"].as_str().unwrap_or("")
         );
+    }
+    Ok(super::EXIT_OK)
+}
+
+pub fn metrics(a: MetricsArgs) -> Result<i32> {
+    let cfg = load(&a.path)?;
+    let history = History::open(&strata::daemon::history_path(&cfg))?;
+    let text = strata::daemon::metrics::render(
+        &cfg,
+        &history,
+        &[],
+        &strata::repo::client::ClientDirs::from_env(),
+    );
+    match &a.textfile {
+        Some(dir) => {
+            let p = strata::daemon::metrics::write_textfile(dir, &text)?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => print!("{text}"),
     }
     Ok(super::EXIT_OK)
 }

@@ -120,6 +120,8 @@ pub enum Command {
     Status(cmd_daemon::StatusArgs),
     /// Check the configuration file.
     Config(cmd_daemon::ConfigArgs),
+    /// Print (or write for node_exporter) the Prometheus metrics.
+    Metrics(cmd_daemon::MetricsArgs),
     /// Serve repositories to clients over SSH (an authorized_keys forced command).
     Serve(cmd_serve::ServeArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
@@ -167,6 +169,7 @@ pub fn run() -> i32 {
         Command::Backup(a) => cmd_daemon::backup(a),
         Command::Status(a) => cmd_daemon::status(a),
         Command::Config(a) => cmd_daemon::config(a),
+        Command::Metrics(a) => cmd_daemon::metrics(a),
         Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),

@@ -2,6 +2,7 @@
 //! history, and tells people when something fails or recovers.
 
 pub mod history;
+pub mod metrics;
 pub mod notify;
 pub mod runner;
 pub mod schedule;
@@ -48,6 +49,21 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
     let mut sched = Scheduler::new(&cfg, now, &history.last_starts()?);
     let (done_tx, done_rx) = unbounded::<(String, JobReport)>();
     let mut running: HashMap<String, Running> = HashMap::new();
+    let running_names: Arc<Mutex<Vec<String>>> = Arc::default();
+    if let Some(m) = &cfg.metrics {
+        let (cfg2, names) = (cfg.clone(), running_names.clone());
+        let addr = metrics::serve(
+            &m.listen,
+            Arc::new(move || {
+                let names = names.lock().map(|n| n.clone()).unwrap_or_default();
+                match History::open(&history_path(&cfg2)) {
+                    Ok(h) => metrics::render(&cfg2, &h, &names, &ClientDirs::from_env()),
+                    Err(e) => format!("# history unavailable: {e}\n"),
+                }
+            }),
+        )?;
+        say(&format!("metrics on http://{addr}/metrics"));
+    }
     say(&format!(
         "strata daemon on {}: {} jobs, state in {}",
         cfg.node.name,
@@ -111,6 +127,9 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
                     let _ = tx.send((name, report));
                 });
             }
+        }
+        if let Ok(mut n) = running_names.lock() {
+            *n = running.keys().cloned().collect();
         }
         let wait = sched
             .next_wakeup()

@@ -67,7 +67,11 @@ pub struct RunContext<'a> {
 }
 
 /// A repository's passphrase, from its file or command (never stored).
-struct Secret<'a>(&'a config::Repository);
+pub(crate) struct Secret<'a>(&'a config::Repository);
+
+pub(crate) fn secret(r: &config::Repository) -> Secret<'_> {
+    Secret(r)
+}
 
 impl Passphrase for Secret<'_> {
     fn get(&self, _new_key: bool) -> Result<Vec<u8>> {
