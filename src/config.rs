@@ -575,8 +575,7 @@ keep_daily = 7
 
     fn err_of(src: &str) -> String {
         Config::parse(src, Path::new("strata.toml"))
-            .err()
-            .expect("must be refused")
+            .expect_err("must be refused")
             .to_string()
     }
 

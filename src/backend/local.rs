@@ -137,13 +137,25 @@ fn rename_noreplace(from: &Path, to: &Path, same_ok: bool) -> Result<()> {
 }
 
 /// A content-addressed file rewritten with the same bytes is fine (a retried
-/// upload); anything else would be an overwrite, which the format forbids.
+/// upload). One whose bytes no longer hash to its name (cut short by a power
+/// loss, bit rot) is replaced when the new bytes do: that repairs it and
+/// loses nothing. Anything else would be an overwrite, which the format
+/// forbids.
 fn identical_or_exists(from: &Path, to: &Path, same_ok: bool) -> Result<()> {
-    let same = same_ok
-        && match (fs::read(from), fs::read(to)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        };
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (same, repair) = match (same_ok, fs::read(from), fs::read(to)) {
+        (true, Ok(new), Ok(old)) => {
+            let hashes = |d: &[u8]| blake3::hash(d).to_hex().as_str() == name;
+            (new == old, !hashes(&old) && hashes(&new))
+        }
+        _ => (false, false),
+    };
+    if repair {
+        return fs::rename(from, to).ctx(|| format!("replacing the damaged {}", to.display()));
+    }
     let _ = fs::remove_file(from);
     if same {
         Ok(())

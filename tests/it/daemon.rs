@@ -23,8 +23,11 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Requests received: (request line, body).
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A real HTTP listener: records each request's first line and body.
-fn webhook_listener() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+fn webhook_listener() -> (u16, Received) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));

@@ -309,12 +309,10 @@ impl RemoteBackend {
     }
 
     fn lost(&self) -> Error {
-        let why = self
-            .dead
-            .lock()
-            .ok()
-            .and_then(|d| d.clone())
-            .or_else(|| last_line(&self.stderr_tail))
+        // ssh's own last words ("Timeout, server … not responding.") say
+        // more than our end-of-stream, and may have arrived since.
+        let why = last_line(&self.stderr_tail)
+            .or_else(|| self.dead.lock().ok().and_then(|d| d.clone()))
             .unwrap_or_else(|| "connection closed".into());
         Error::Remote(format!(
             "connection to {} lost: {why}; nothing partial was committed, run the command again",
@@ -326,6 +324,14 @@ impl RemoteBackend {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = bounded(1);
         self.pending.lock().map_err(|_| self.lost())?.insert(id, tx);
+        // The reader marks the connection dead before it drops the waiting
+        // calls: a call registered after that would wait forever.
+        if self.dead.lock().map(|d| d.is_some()).unwrap_or(true) {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            return Err(self.lost());
+        }
         {
             let mut guard = self.stdin.lock().map_err(|_| self.lost())?;
             let w = guard.as_mut().ok_or_else(|| self.lost())?;
@@ -389,7 +395,8 @@ fn from_remote(e: RemoteError, display: &str) -> Error {
     match e.code {
         ErrorCode::NotFound => io(std::io::ErrorKind::NotFound),
         ErrorCode::AlreadyExists => io(std::io::ErrorKind::AlreadyExists),
-        ErrorCode::DiskFull => Error::DiskFull(format!("writing to {display} ({})", e.message)),
+        // The server's message is the same sentence about its own path.
+        ErrorCode::DiskFull => Error::DiskFull(format!("writing to {display}")),
         ErrorCode::NotARepository => Error::NotARepository(display.to_string()),
         ErrorCode::RepositoryExists => Error::RepositoryExists(display.to_string()),
         ErrorCode::Denied | ErrorCode::QuotaExceeded => {

@@ -128,6 +128,9 @@ struct Session {
     opts: ServeOptions,
     create: bool,
     used: u64,
+    /// Lock files this client wrote and has not removed: removed when it
+    /// disconnects, so a dropped link leaves no lock behind.
+    locks: std::collections::HashSet<String>,
 }
 
 impl Session {
@@ -202,12 +205,19 @@ impl Session {
                 ),
             });
         }
-        // The local backend never replaces a file (except identical
-        // content-addressed ones), so append-only needs nothing more here.
+        // The local backend never replaces a file (except identical or
+        // repaired content-addressed ones), so append-only needs nothing more
+        // for data; a manifest must not drop archives.
+        if kind == FileKind::Manifest && self.opts.append_only {
+            self.refuse_dropped_archives(name, data)?;
+        }
         self.backend
             .write(kind, name, data)
             .map_err(|e| to_remote(&e))?;
         self.used += data.len() as u64;
+        if kind == FileKind::Lock {
+            self.locks.insert(name.to_string());
+        }
         Ok(Payload::Done)
     }
 
@@ -226,7 +236,79 @@ impl Session {
         let size = self.backend.file_size(kind, name).unwrap_or(0);
         self.backend.delete(kind, name).map_err(|e| to_remote(&e))?;
         self.used = self.used.saturating_sub(size);
+        if kind == FileKind::Lock {
+            self.locks.remove(name);
+        }
         Ok(Payload::Done)
+    }
+
+    /// Append-only access to an unencrypted repository (an off-site node's
+    /// replicas): the server can read manifests, so a new generation that
+    /// drops an archive of the newest one is refused, and a client cannot
+    /// hide history that the node's own compaction would then free. For
+    /// encrypted repositories the older generations stay as tombstones
+    /// (FORMAT.md §3.2).
+    fn refuse_dropped_archives(
+        &self,
+        name: &str,
+        data: &[u8],
+    ) -> std::result::Result<(), RemoteError> {
+        use crate::crypto::{Mode, ObjectType, RepoKeys, Sealer};
+        use crate::repo::manifest;
+        let r = |e: Error| to_remote(&e);
+        let config = crate::repo::config::RepoConfig::parse(
+            &self.backend.read(FileKind::Config, "config").map_err(r)?,
+            "the repository",
+        )
+        .map_err(r)?;
+        if config.encryption != Mode::None {
+            return Ok(());
+        }
+        let sealer = Sealer::new(RepoKeys::unkeyed(config.public_seed().map_err(r)?)).map_err(r)?;
+        let generation = manifest::parse_file_name(name)
+            .ok_or_else(|| denied(format!("`{name}` is not a manifest name")))?;
+        let payload = sealer
+            .open(
+                ObjectType::Manifest,
+                &manifest::aad_id(generation),
+                data.to_vec(),
+                &|| format!("manifest {name}"),
+            )
+            .map_err(r)?;
+        let new =
+            manifest::Manifest::decode(&crate::compress::decompress(payload).map_err(r)?, name)
+                .map_err(r)?;
+        let newest = self
+            .backend
+            .list(FileKind::Manifest)
+            .map_err(r)?
+            .iter()
+            .filter_map(|f| manifest::parse_file_name(&f.name))
+            .max();
+        let Some(newest) = newest else {
+            return Ok(());
+        };
+        let current = crate::repo::read_manifest(&self.backend, &sealer, newest).map_err(r)?;
+        for a in &current.archives {
+            if !new
+                .archives
+                .iter()
+                .any(|b| b.name == a.name && b.id == a.id)
+            {
+                return Err(denied(format!(
+                    "this key may not delete archives (append-only access): the new manifest drops {}; prune on the node itself",
+                    a.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The client is gone: its locks go too.
+    fn release_locks(&mut self) {
+        for name in self.locks.drain() {
+            let _ = self.backend.delete(FileKind::Lock, &name);
+        }
     }
 }
 
@@ -248,11 +330,15 @@ pub fn serve(opts: &ServeOptions, mut input: impl Read, mut output: impl Write) 
         }
     };
     let mut session = session;
-    while let Some(req) = read_frame::<Request>(&mut input)? {
-        let result = session.handle(req.op);
-        write_frame(&mut output, &Response { id: req.id, result }).map_err(io)?;
-    }
-    Ok(())
+    let result = (|| {
+        while let Some(req) = read_frame::<Request>(&mut input)? {
+            let result = session.handle(req.op);
+            write_frame(&mut output, &Response { id: req.id, result }).map_err(io)?;
+        }
+        Ok(())
+    })();
+    session.release_locks();
+    result
 }
 
 fn open(
@@ -292,6 +378,7 @@ fn open(
             opts: opts.clone(),
             create: hello.create,
             used,
+            locks: Default::default(),
         },
     ))
 }

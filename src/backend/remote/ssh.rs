@@ -333,7 +333,18 @@ async fn open(
         },
         ..Default::default()
     });
-    let mut session = match client::connect(config, (url.host.as_str(), port), check).await {
+    let socket = tokio::net::TcpStream::connect((url.host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot reach {}:{port}: {e}", url.host))?;
+    let _ = socket.set_nodelay(true);
+    // Keepalives go unanswered and unnoticed while a write is stuck on a cut
+    // link (the kernel retransmits for 15 minutes): a TCP user timeout fails
+    // the connection after the same minute of silence instead.
+    let _ = rustix::net::sockopt::set_tcp_user_timeout(
+        &socket,
+        (KEEPALIVE * KEEPALIVE_MAX as u32).as_millis() as u32,
+    );
+    let mut session = match client::connect_stream(config, socket, check).await {
         Ok(s) => s,
         Err(e) => {
             let refused = refusal.lock().ok().and_then(|r| r.clone());
