@@ -261,16 +261,25 @@ fn verify_packs(
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());
+    let notes = Mutex::new(Vec::new());
     let (tx, rx) = bounded::<String>(threads * 2);
     std::thread::scope(|s| {
         for _ in 0..threads {
             let rx = rx.clone();
-            let (by_pack, errors, done, bytes) = (&by_pack, &errors, &done, &bytes);
+            let (by_pack, errors, notes, done, bytes) = (&by_pack, &errors, &notes, &done, &bytes);
             s.spawn(move || {
                 for name in rx {
                     let problems = verify_pack(repo, &name, by_pack, bytes);
-                    if let Ok(mut e) = errors.lock() {
-                        e.extend(problems);
+                    // A damaged pack that no index names holds nothing any
+                    // archive uses (an interrupted write): not data loss.
+                    let indexed = PackId::from_hex(&name).is_some_and(|p| by_pack.contains_key(&p));
+                    let (sink, suffix) = if indexed {
+                        (errors, "")
+                    } else {
+                        (notes, " (in no index, so no archive uses it: `strata compact` removes it)")
+                    };
+                    if let Ok(mut e) = sink.lock() {
+                        e.extend(problems.into_iter().map(|p| format!("{p}{suffix}")));
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     progress("verifying packs", n, total);
@@ -293,6 +302,9 @@ fn verify_packs(
     report
         .errors
         .extend(errors.into_inner().unwrap_or_default());
+    report
+        .notes
+        .extend(notes.into_inner().unwrap_or_default());
     report.bytes_verified = bytes.load(Ordering::Relaxed);
 }
 

@@ -396,3 +396,48 @@ fn an_interrupted_replication_commits_nothing_and_the_next_run_sends_only_the_re
         repo_files(&env.path("repo"))
     );
 }
+
+#[test]
+fn a_pack_cut_short_by_a_power_loss_is_harmless_and_the_next_upload_replaces_it() {
+    let env = Env::new();
+    let repo = env.repo();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), random("cut-pack", 6 << 20)).unwrap();
+    // Unencrypted, like a replica tier: the same data packs to the same bytes.
+    env.ok(&["init", "-e", "none", "--pack-size", "1M", &repo]);
+    let out = env
+        .cmd()
+        .env("STRATA_FAULT_CRASH_AT", "4")
+        .env("STRATA_FAULT_CRASH_WHEN", "after")
+        .env("STRATA_THREADS", "1")
+        .args(["create", &format!("{repo}::a"), src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let packs: Vec<_> = walkdir::WalkDir::new(env.path("repo/data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    assert!(!packs.is_empty());
+    let victim = packs[0].clone();
+    let whole = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &whole[..whole.len() / 2]).unwrap();
+
+    // Harmless: no archive uses it, and check says so without failing.
+    let out = env.run(&["check", "--verify-data", &repo]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The next backup uploads the same pack again: it replaces the damaged one.
+    env.ok_with(
+        &[("STRATA_THREADS", "1")],
+        &["create", &format!("{repo}::a"), src.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), whole);
+    env.ok(&["check", "--verify-data", &repo]);
+}
