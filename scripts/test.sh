@@ -11,7 +11,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # and client for the remote-repository tests (tests/it/sshd.rs), iproute2
 # for the network-namespace hosts (tests/it/offsite.rs), PostgreSQL for the
 # database-dump tests, Python 3 (its standard smtpd is the SMTP server of
-# the daemon tests) and systemd-analyze for the unit files.
+# the daemon tests), systemd-analyze for the unit files, and Prometheus
+# (promtool for the alert rules, a real server scraping the daemon).
 missing=()
 command -v mount >/dev/null || missing+=(mount)
 command -v cc >/dev/null || missing+=(gcc)
@@ -24,6 +25,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+{ command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

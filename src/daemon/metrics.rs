@@ -194,6 +194,24 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
             *free as f64,
         );
     }
+    // A local repository whose directory sits on the root file system is
+    // usually a USB drive that is not mounted: writes would fill the SD card.
+    o.family(
+        "strata_repository_on_root_filesystem",
+        "gauge",
+        "1 if a local repository lies on the root file system (its drive may be unmounted).",
+    );
+    for r in cfg.repositories.iter().map(|r| r.get_ref()) {
+        if crate::backend::remote::RemoteUrl::parse(&r.location).is_none() {
+            let p = Path::new(&r.location);
+            let probe = p.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
+            o.sample(
+                "strata_repository_on_root_filesystem",
+                &[("repo", &r.name)],
+                (mount_of(probe) == "/") as u8 as f64,
+            );
+        }
+    }
 
     // Repositories.
     let figures: Vec<(String, Option<RepoFigures>)> = cfg
@@ -275,7 +293,7 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
             let n = runs.iter().filter(|r| r.outcome == outcome).count();
             o.sample(
                 "strata_job_runs_total",
-                &[("job", job), ("outcome", outcome)],
+                &[("job_name", job), ("outcome", outcome)],
                 n as f64,
             );
         }
@@ -284,7 +302,7 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
     for job in by_job.keys() {
         o.sample(
             "strata_job_running",
-            &[("job", job)],
+            &[("job_name", job)],
             running.contains(job) as u8 as f64,
         );
     }
@@ -299,7 +317,11 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
             .rev()
             .find_map(|r| r.ended.as_deref().and_then(ts))
         {
-            o.sample("strata_job_last_run_timestamp_seconds", &[("job", job)], t);
+            o.sample(
+                "strata_job_last_run_timestamp_seconds",
+                &[("job_name", job)],
+                t,
+            );
         }
     }
     o.family(
@@ -316,7 +338,7 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
         {
             o.sample(
                 "strata_job_last_success_timestamp_seconds",
-                &[("job", job)],
+                &[("job_name", job)],
                 t,
             );
         }
@@ -331,7 +353,7 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
             let failed = r.outcome == "failed" || r.outcome == "interrupted";
             o.sample(
                 "strata_job_last_failed",
-                &[("job", job)],
+                &[("job_name", job)],
                 failed as u8 as f64,
             );
         }
@@ -347,23 +369,23 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
             let n = d.iter().filter(|x| **x <= b).count();
             o.sample(
                 "strata_job_duration_seconds_bucket",
-                &[("job", job), ("le", &b.to_string())],
+                &[("job_name", job), ("le", &b.to_string())],
                 n as f64,
             );
         }
         o.sample(
             "strata_job_duration_seconds_bucket",
-            &[("job", job), ("le", "+Inf")],
+            &[("job_name", job), ("le", "+Inf")],
             d.len() as f64,
         );
         o.sample(
             "strata_job_duration_seconds_sum",
-            &[("job", job)],
+            &[("job_name", job)],
             d.iter().sum(),
         );
         o.sample(
             "strata_job_duration_seconds_count",
-            &[("job", job)],
+            &[("job_name", job)],
             d.len() as f64,
         );
     }

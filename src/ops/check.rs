@@ -276,7 +276,10 @@ fn verify_packs(
                     let (sink, suffix) = if indexed {
                         (errors, "")
                     } else {
-                        (notes, " (in no index, so no archive uses it: `strata compact` removes it)")
+                        (
+                            notes,
+                            " (in no index, so no archive uses it: `strata compact` removes it)",
+                        )
                     };
                     if let Ok(mut e) = sink.lock() {
                         e.extend(problems.into_iter().map(|p| format!("{p}{suffix}")));
@@ -302,9 +305,7 @@ fn verify_packs(
     report
         .errors
         .extend(errors.into_inner().unwrap_or_default());
-    report
-        .notes
-        .extend(notes.into_inner().unwrap_or_default());
+    report.notes.extend(notes.into_inner().unwrap_or_default());
     report.bytes_verified = bytes.load(Ordering::Relaxed);
 }
 

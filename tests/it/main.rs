@@ -7,6 +7,7 @@ mod dumps;
 mod errors;
 mod lifecycle;
 mod malicious;
+mod metrics;
 mod modes;
 mod netns;
 mod offsite;
