@@ -1078,3 +1078,77 @@ fn a_pi_prunes_and_compacts_its_own_replicas_and_replication_goes_on() {
     }
     site.restore_from_pi("pi-home", "host2", &site.newest_replica("pi-home", "host2"));
 }
+
+/// The central node burns: from the (new) central node, with only each
+/// host's passphrase and a fresh cache, every host is read, restored and
+/// rebuilt straight from each Pi over SSH, and the drill says so.
+#[test]
+fn the_central_node_burns_and_every_host_comes_back_from_each_pi_over_ssh() {
+    let site = replicated_site();
+    let originals: Vec<_> = HOSTS
+        .iter()
+        .map(|h| repo_files(&site.central_repo(h)))
+        .collect();
+    std::fs::remove_dir_all(site.lab.path("central/srv")).unwrap();
+    for pi in PIS {
+        let url = site.pi_url(pi);
+        for (h, original) in HOSTS.iter().zip(&originals) {
+            let fresh = site.home("central").join(format!("fresh-{pi}-{h}"));
+            let run = |args: &[&str]| {
+                let out = site
+                    .strata("central")
+                    .env("STRATA_PASSPHRASE", passphrase(h))
+                    .env("STRATA_CACHE_DIR", &fresh)
+                    .args(args)
+                    .output()
+                    .unwrap();
+                ok_output("central", args, out)
+            };
+            let last = run(&["list", "--short", "--last", "1", "--replica", &url, h]);
+            let last = last.trim().to_string();
+            assert!(!last.is_empty(), "{pi} lists no archive of {h}");
+            // Urgent files straight from the Pi, without a copy.
+            let out = fresh.join("files");
+            std::fs::create_dir_all(&out).unwrap();
+            run(&[
+                "extract",
+                "--target",
+                out.to_str().unwrap(),
+                "--replica",
+                &url,
+                &format!("{h}::{last}"),
+            ]);
+            let src = site.src(h);
+            assert_same_tree(&src, &restored(&out, &src));
+            // The central repository rebuilt from the Pi, verified.
+            let new = site.lab.path("central/new").join(pi).join(h);
+            run(&["restore-repo", "--replica", &url, h, new.to_str().unwrap()]);
+            assert!(
+                repo_files(&new) == *original,
+                "{h} rebuilt from {pi} differs from what central held"
+            );
+            run(&["check", "--verify-data", new.to_str().unwrap()]);
+        }
+    }
+    // The drill of each host on both tiers.
+    for h in HOSTS {
+        let out = site
+            .strata("central")
+            .env("STRATA_PASSPHRASE", passphrase(h))
+            .args(["drill", "--json", "--sample", "10", h])
+            .args([
+                "--tier",
+                &site.pi_url("pi-home"),
+                "--tier",
+                &site.pi_url("pi-family"),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(out.status.success(), "{v}");
+        for t in v["tiers"].as_array().unwrap() {
+            assert_eq!(t["outcome"], "ok", "{t}");
+            assert!(t["files"].as_u64().unwrap() > 0, "{t}");
+        }
+    }
+}
