@@ -145,17 +145,30 @@ impl Link {
 
 type Pending = Arc<Mutex<HashMap<u64, Sender<std::result::Result<Payload, RemoteError>>>>>;
 
-pub struct RemoteBackend {
-    display: String,
-    identity: String,
+/// Connections opened to one server (each its own SSH connection and
+/// `strata serve`): pack reads and writes are spread over them, because one
+/// TCP connection on a long link is bound by its window (Linux's default
+/// send buffer of 4 MiB carries at most 84 MB/s over 50 ms).
+pub const DEFAULT_CONNECTIONS: usize = 3;
+pub const MAX_CONNECTIONS: usize = 8;
+
+/// One connection: the pipe to a `strata serve` and its pending calls.
+struct Lane {
     child: Mutex<Option<Child>>,
     stdin: Mutex<Option<Box<dyn Write + Send>>>,
     pending: Pending,
     /// Why the connection ended, once it has.
     dead: Arc<Mutex<Option<String>>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
-    next_id: AtomicU64,
     reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+pub struct RemoteBackend {
+    display: String,
+    identity: String,
+    lanes: Vec<Lane>,
+    next_id: AtomicU64,
+    next_lane: std::sync::atomic::AtomicUsize,
     pub welcome: Welcome,
     traffic: Arc<TrafficCounters>,
 }
@@ -222,6 +235,9 @@ impl RemoteBackend {
     }
 
     /// `connect` with explicit SSH options (the daemon's per-repository key).
+    /// Opens `STRATA_SSH_CONNECTIONS` connections (default 3, 1 to 8): the
+    /// first carries everything but pack transfers; extra ones that fail to
+    /// open are done without.
     pub fn connect_with(
         url: &RemoteUrl,
         display: &str,
@@ -229,12 +245,110 @@ impl RemoteBackend {
         remote_path: &str,
         ssh_options: ssh::SshOptions,
     ) -> Result<Self> {
+        let traffic = Arc::new(TrafficCounters::default());
+        let (first, welcome) =
+            Lane::open(url, display, create, remote_path, &ssh_options, &traffic)?;
+        let wanted = std::env::var("STRATA_SSH_CONNECTIONS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_CONNECTIONS)
+            .clamp(1, MAX_CONNECTIONS);
+        // A quota is counted per server session: one connection keeps it exact.
+        let wanted = if create || welcome.quota.is_some() {
+            1
+        } else {
+            wanted
+        };
+        let mut lanes = vec![first];
+        let extra: Vec<_> = (1..wanted)
+            .map(|_| {
+                let (url, display, remote_path, ssh, traffic) = (
+                    url.clone(),
+                    display.to_string(),
+                    remote_path.to_string(),
+                    ssh_options.clone(),
+                    traffic.clone(),
+                );
+                std::thread::spawn(move || {
+                    Lane::open(&url, &display, false, &remote_path, &ssh, &traffic)
+                })
+            })
+            .collect();
+        for handle in extra {
+            if let Ok(Ok((lane, _))) = handle.join() {
+                lanes.push(lane);
+            }
+        }
+        Ok(Self {
+            display: display.to_string(),
+            identity: url.identity(),
+            lanes,
+            next_id: AtomicU64::new(1),
+            next_lane: std::sync::atomic::AtomicUsize::new(0),
+            welcome,
+            traffic,
+        })
+    }
+
+    /// Connections open (for tests and `--stats`).
+    pub fn connections(&self) -> usize {
+        self.lanes.len()
+    }
+
+    fn call(&self, op: Op) -> Result<Payload> {
+        self.call_on(&self.lanes[0], op)
+    }
+
+    /// Pack transfers: round robin over the connections.
+    fn call_spread(&self, op: Op) -> Result<Payload> {
+        let i = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        self.call_on(&self.lanes[i], op)
+    }
+
+    fn call_on(&self, lane: &Lane, op: Op) -> Result<Payload> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let lost = || lane.lost(&self.display);
+        let (tx, rx) = bounded(1);
+        lane.pending.lock().map_err(|_| lost())?.insert(id, tx);
+        // The reader marks the connection dead before it drops the waiting
+        // calls: a call registered after that would wait forever.
+        if lane.dead.lock().map(|d| d.is_some()).unwrap_or(true) {
+            if let Ok(mut p) = lane.pending.lock() {
+                p.remove(&id);
+            }
+            return Err(lost());
+        }
+        {
+            let mut guard = lane.stdin.lock().map_err(|_| lost())?;
+            let w = guard.as_mut().ok_or_else(lost)?;
+            if write_frame(w, &Request { id, op }).is_err() {
+                return Err(lost());
+            }
+        }
+        match rx.recv() {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(from_remote(e, &self.display)),
+            Err(_) => Err(lost()),
+        }
+    }
+}
+
+impl Lane {
+    /// One connection: ssh (built in, or STRATA_RSH), `serve`, handshake.
+    fn open(
+        url: &RemoteUrl,
+        display: &str,
+        create: bool,
+        remote_path: &str,
+        ssh_options: &ssh::SshOptions,
+        traffic: &Arc<TrafficCounters>,
+    ) -> Result<(Self, Welcome)> {
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let command = format!("{remote_path} serve");
         let mut link = match std::env::var("STRATA_RSH") {
             Ok(rsh) => Link::spawn(&rsh, url, &command, stderr_tail.clone())?,
             Err(_) => {
-                let t = ssh::connect(url, &command, &ssh_options, stderr_tail.clone())?;
+                let t = ssh::connect(url, &command, ssh_options, stderr_tail.clone())?;
                 Link {
                     writer: Box::new(t.writer),
                     reader: Box::new(t.reader),
@@ -276,7 +390,6 @@ impl RemoteBackend {
             child,
             ..
         } = link;
-        let traffic = Arc::new(TrafficCounters::default());
         let writer: Box<dyn Write + Send> = Box::new(Counting {
             inner: writer,
             count: traffic.clone(),
@@ -293,57 +406,28 @@ impl RemoteBackend {
             let (pending, dead, tail) = (pending.clone(), dead.clone(), stderr_tail.clone());
             std::thread::spawn(move || read_responses(stdout, pending, dead, tail))
         };
-        Ok(Self {
-            display: display.to_string(),
-            identity: url.identity(),
-            child: Mutex::new(child),
-            stdin: Mutex::new(Some(writer)),
-            pending,
-            dead,
-            stderr_tail,
-            next_id: AtomicU64::new(1),
-            reader: Mutex::new(Some(reader)),
+        Ok((
+            Self {
+                child: Mutex::new(child),
+                stdin: Mutex::new(Some(writer)),
+                pending,
+                dead,
+                stderr_tail,
+                reader: Mutex::new(Some(reader)),
+            },
             welcome,
-            traffic,
-        })
+        ))
     }
 
-    fn lost(&self) -> Error {
+    fn lost(&self, display: &str) -> Error {
         // ssh's own last words ("Timeout, server … not responding.") say
         // more than our end-of-stream, and may have arrived since.
         let why = last_line(&self.stderr_tail)
             .or_else(|| self.dead.lock().ok().and_then(|d| d.clone()))
             .unwrap_or_else(|| "connection closed".into());
         Error::Remote(format!(
-            "connection to {} lost: {why}; nothing partial was committed, run the command again",
-            self.display
+            "connection to {display} lost: {why}; nothing partial was committed, run the command again"
         ))
-    }
-
-    fn call(&self, op: Op) -> Result<Payload> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = bounded(1);
-        self.pending.lock().map_err(|_| self.lost())?.insert(id, tx);
-        // The reader marks the connection dead before it drops the waiting
-        // calls: a call registered after that would wait forever.
-        if self.dead.lock().map(|d| d.is_some()).unwrap_or(true) {
-            if let Ok(mut p) = self.pending.lock() {
-                p.remove(&id);
-            }
-            return Err(self.lost());
-        }
-        {
-            let mut guard = self.stdin.lock().map_err(|_| self.lost())?;
-            let w = guard.as_mut().ok_or_else(|| self.lost())?;
-            if write_frame(w, &Request { id, op }).is_err() {
-                return Err(self.lost());
-            }
-        }
-        match rx.recv() {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(e)) => Err(from_remote(e, &self.display)),
-            Err(_) => Err(self.lost()),
-        }
     }
 }
 
@@ -406,7 +490,7 @@ fn from_remote(e: RemoteError, display: &str) -> Error {
     }
 }
 
-impl Drop for RemoteBackend {
+impl Drop for Lane {
     fn drop(&mut self) {
         // Closing stdin ends the server's loop; then ssh exits.
         if let Ok(mut s) = self.stdin.lock() {
@@ -457,22 +541,34 @@ impl Backend for RemoteBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        match self.call(Op::Read {
+        let op = Op::Read {
             kind: kind.into(),
             name: name.into(),
-        })? {
+        };
+        let reply = if kind == FileKind::Pack {
+            self.call_spread(op)
+        } else {
+            self.call(op)
+        };
+        match reply? {
             Payload::Bytes { data } => Ok(data),
             other => Err(unexpected(&other)),
         }
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
-        match self.call(Op::ReadRange {
+        let op = Op::ReadRange {
             kind: kind.into(),
             name: name.into(),
             offset,
             len,
-        })? {
+        };
+        let reply = if kind == FileKind::Pack {
+            self.call_spread(op)
+        } else {
+            self.call(op)
+        };
+        match reply? {
             Payload::Bytes { data } if data.len() == len as usize => Ok(data),
             other => Err(unexpected(&other)),
         }
@@ -485,12 +581,16 @@ impl Backend for RemoteBackend {
                 data.len()
             )));
         }
-        self.call(Op::Write {
+        let op = Op::Write {
             kind: kind.into(),
             name: name.into(),
             data: data.to_vec(),
-        })
-        .map(|_| ())
+        };
+        if kind == FileKind::Pack {
+            self.call_spread(op).map(|_| ())
+        } else {
+            self.call(op).map(|_| ())
+        }
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
