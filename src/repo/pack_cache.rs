@@ -6,8 +6,8 @@
 use crate::backend::{Backend, FileKind};
 use crate::error::{Error, Result};
 use crate::id::PackId;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Packs kept (16 MiB each by default).
 pub const CACHED_PACKS: usize = 4;
@@ -15,9 +15,11 @@ pub const CACHED_PACKS: usize = 4;
 #[derive(Default)]
 pub struct PackCache {
     packs: Mutex<VecDeque<(PackId, Arc<Vec<u8>>)>>,
-    /// One fetch at a time: workers wanting the pack being fetched wait for
-    /// it instead of fetching it again.
-    fetching: Mutex<()>,
+    /// Packs being fetched: a worker wanting one of them waits for it
+    /// instead of fetching it again; different packs are fetched at once
+    /// (over several connections, see `RemoteBackend`).
+    inflight: Mutex<HashSet<PackId>>,
+    fetched: Condvar,
 }
 
 impl PackCache {
@@ -28,19 +30,32 @@ impl PackCache {
         offset: u32,
         length: u32,
     ) -> Result<Vec<u8>> {
-        let data = match self.get(&pack) {
-            Some(d) => d,
-            None => {
-                let _one = self.fetching.lock().map_err(|_| Error::Interrupted)?;
-                match self.get(&pack) {
-                    Some(d) => d,
-                    None => {
-                        let d = Arc::new(backend.read(FileKind::Pack, &pack.to_hex())?);
-                        self.put(pack, d.clone());
-                        d
-                    }
-                }
+        let data = loop {
+            if let Some(d) = self.get(&pack) {
+                break d;
             }
+            let mut inflight = self.inflight.lock().map_err(|_| Error::Interrupted)?;
+            if inflight.contains(&pack) {
+                // Another worker fetches it: wait for that, then look again
+                // (if its fetch failed, this worker tries itself).
+                drop(
+                    self.fetched
+                        .wait(inflight)
+                        .map_err(|_| Error::Interrupted)?,
+                );
+                continue;
+            }
+            inflight.insert(pack);
+            drop(inflight);
+            let got = backend.read(FileKind::Pack, &pack.to_hex()).map(Arc::new);
+            if let Ok(d) = &got {
+                self.put(pack, d.clone());
+            }
+            if let Ok(mut inflight) = self.inflight.lock() {
+                inflight.remove(&pack);
+            }
+            self.fetched.notify_all();
+            break got?;
         };
         data.get(offset as usize..offset as usize + length as usize)
             .map(<[u8]>::to_vec)

@@ -166,11 +166,25 @@ struct Lane {
 pub struct RemoteBackend {
     display: String,
     identity: String,
-    lanes: Vec<Lane>,
+    /// The connection everything but pack transfers uses.
+    first: Lane,
+    /// More connections for pack transfers, opened in the background at
+    /// the first pack transfer (a command that moves no packs opens none).
+    extra: Arc<Mutex<Vec<Arc<Lane>>>>,
+    to_open: Mutex<Option<LaneRecipe>>,
     next_id: AtomicU64,
     next_lane: std::sync::atomic::AtomicUsize,
     pub welcome: Welcome,
     traffic: Arc<TrafficCounters>,
+}
+
+/// How to open the extra connections.
+struct LaneRecipe {
+    url: RemoteUrl,
+    display: String,
+    remote_path: String,
+    ssh: ssh::SshOptions,
+    count: usize,
 }
 
 /// Bytes of protocol frames in each direction (what goes into the SSH
@@ -259,30 +273,18 @@ impl RemoteBackend {
         } else {
             wanted
         };
-        let mut lanes = vec![first];
-        let extra: Vec<_> = (1..wanted)
-            .map(|_| {
-                let (url, display, remote_path, ssh, traffic) = (
-                    url.clone(),
-                    display.to_string(),
-                    remote_path.to_string(),
-                    ssh_options.clone(),
-                    traffic.clone(),
-                );
-                std::thread::spawn(move || {
-                    Lane::open(&url, &display, false, &remote_path, &ssh, &traffic)
-                })
-            })
-            .collect();
-        for handle in extra {
-            if let Ok(Ok((lane, _))) = handle.join() {
-                lanes.push(lane);
-            }
-        }
         Ok(Self {
             display: display.to_string(),
             identity: url.identity(),
-            lanes,
+            first,
+            extra: Arc::default(),
+            to_open: Mutex::new((wanted > 1).then(|| LaneRecipe {
+                url: url.clone(),
+                display: display.to_string(),
+                remote_path: remote_path.to_string(),
+                ssh: ssh_options,
+                count: wanted - 1,
+            })),
             next_id: AtomicU64::new(1),
             next_lane: std::sync::atomic::AtomicUsize::new(0),
             welcome,
@@ -290,19 +292,52 @@ impl RemoteBackend {
         })
     }
 
-    /// Connections open (for tests and `--stats`).
+    /// Connections open now.
     pub fn connections(&self) -> usize {
-        self.lanes.len()
+        1 + self.extra.lock().map(|e| e.len()).unwrap_or(0)
     }
 
     fn call(&self, op: Op) -> Result<Payload> {
-        self.call_on(&self.lanes[0], op)
+        self.call_on(&self.first, op)
     }
 
-    /// Pack transfers: round robin over the connections.
+    /// Pack transfers: round robin over the connections open so far; the
+    /// first one starts opening the others (those that fail to open are
+    /// done without).
     fn call_spread(&self, op: Op) -> Result<Payload> {
-        let i = self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
-        self.call_on(&self.lanes[i], op)
+        if let Some(recipe) = self.to_open.lock().ok().and_then(|mut r| r.take()) {
+            for _ in 0..recipe.count {
+                let (extra, traffic) = (self.extra.clone(), self.traffic.clone());
+                let r = LaneRecipe {
+                    url: recipe.url.clone(),
+                    display: recipe.display.clone(),
+                    remote_path: recipe.remote_path.clone(),
+                    ssh: recipe.ssh.clone(),
+                    count: 1,
+                };
+                std::thread::spawn(move || {
+                    if let Ok((lane, _)) =
+                        Lane::open(&r.url, &r.display, false, &r.remote_path, &r.ssh, &traffic)
+                        && let Ok(mut e) = extra.lock()
+                    {
+                        e.push(Arc::new(lane));
+                    }
+                });
+            }
+        }
+        let lane = {
+            let extra = self.extra.lock().map(|e| e.clone()).unwrap_or_default();
+            let i = self.next_lane.fetch_add(1, Ordering::Relaxed) % (extra.len() + 1);
+            if i == 0 {
+                None
+            } else {
+                Some(extra[i - 1].clone())
+            }
+        };
+        match lane {
+            Some(l) => self.call_on(&l, op),
+            None => self.call_on(&self.first, op),
+        }
     }
 
     fn call_on(&self, lane: &Lane, op: Op) -> Result<Payload> {
