@@ -130,6 +130,9 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     println!(
         "6. verify    restore is identical to the source: contents, modes, owners, times (ns), links, xattrs"
     );
+    drop(repo);
+    replica_tour(root, &backend, &dirs, &src)?;
+    let repo = open()?;
     println!("\n{}", super::cmd_info::sizes_table(&repo, None));
     if a.keep {
         let kept = tmp.keep();
@@ -139,6 +142,114 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         );
     }
     Ok(super::EXIT_OK)
+}
+
+/// Steps 7 and 8: the off-site tier. The repository is replicated, as
+/// ciphertext, into an unencrypted "Pi" repository, then restored straight
+/// out of that replica with nothing but the passphrase.
+fn replica_tour(
+    root: &Path,
+    source: &Arc<dyn strata::backend::Backend>,
+    dirs: &ClientDirs,
+    src: &Path,
+) -> Result<()> {
+    let pi_backend: Arc<dyn strata::backend::Backend> =
+        Arc::new(LocalBackend::new(root.join("pi")));
+    let none = InitOptions {
+        mode: Mode::None,
+        cipher: Cipher::default_for_cpu(),
+        chunker: ChunkerParams::default(),
+        kdf_cost: KdfParams::default_cost(),
+        pack_size: strata::repo::config::DEFAULT_PACK_SIZE,
+        append_only: false,
+    };
+    init(pi_backend.as_ref(), &none, &DemoPass, dirs)?;
+    let open_pi = |lock| {
+        Repository::open(
+            pi_backend.clone(),
+            &OpenOptions {
+                lock,
+                lock_wait: Duration::from_secs(1),
+                passphrase: &DemoPass,
+                dirs: dirs.clone(),
+                load_index: true,
+                repair: false,
+                lock_notice: None,
+            },
+        )
+    };
+    let mut pi = open_pi(strata::repo::LockMode::Exclusive)?;
+    let r = strata::ops::replicate::replicate(
+        source.clone(),
+        &mut pi,
+        &strata::ops::replicate::ReplicateOptions {
+            repo_name: "repo".into(),
+            archive_name: None,
+            compression: Compression::parse("auto,lz4")?,
+            dry_run: false,
+            verify: true,
+            threads: super::common::threads(),
+            lock_wait: Duration::from_secs(1),
+            lock_notice: &|_| {},
+            command_line: vec!["strata".into(), "demo".into()],
+        },
+        &mut NoObserver,
+    )?;
+    println!(
+        "7. replicate repo → pi: archive {} holds the repository's {} files as ciphertext (no key on the pi), verified",
+        r.archive_name, r.files
+    );
+    drop(pi);
+    let pi = open_pi(strata::repo::LockMode::Shared)?;
+    let newest = strata::ops::replicate::newest_replica(&pi, "repo")
+        .ok_or_else(|| anyhow::anyhow!("the replica is missing"))?;
+    let nested = strata::archive::nested::NestedBackend::open(pi, &newest, "repo")?;
+    let fresh = ClientDirs {
+        cache: root.join("new-machine-cache"),
+        keys: dirs.keys.clone(),
+    };
+    let from_pi = Repository::open(
+        Arc::new(nested),
+        &OpenOptions {
+            lock: strata::repo::LockMode::Shared,
+            lock_wait: Duration::from_secs(1),
+            passphrase: &DemoPass,
+            dirs: fresh,
+            load_index: true,
+            repair: false,
+            lock_notice: None,
+        },
+    )?;
+    let dest = root.join("restore-from-pi");
+    let archive = Archive::find(&from_pi, "tuesday")?;
+    extract(
+        &from_pi,
+        &archive,
+        &ExtractOptions {
+            dest: dest.clone(),
+            paths: vec![],
+            strip_components: 0,
+            sparse: false,
+            numeric_ids: false,
+            dry_run: false,
+            threads: super::common::threads(),
+        },
+        &mut NoObserver,
+    )?;
+    let restored = dest.join(
+        strata::archive::create::archive_path(src)
+            .iter()
+            .map(|&b| b as char)
+            .collect::<String>(),
+    );
+    let diffs = compare_trees(src, &restored)?;
+    if !diffs.is_empty() {
+        bail!("the restore from the replica differs: {}", diffs.join("; "));
+    }
+    println!(
+        "8. restore   tuesday straight out of the pi's replica, with only the passphrase: identical to the source\n            (the same from the command line: strata extract --replica PI repo::tuesday)"
+    );
+    Ok(())
 }
 
 fn create_opts(name: &str, src: &Path) -> CreateOptions {
