@@ -411,3 +411,59 @@ fn the_command_suite_runs_against_a_served_repository() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A forced-command stand-in that also counts the sessions it serves.
+fn counting_rsh(env: &Env, server_args: &str) -> (String, std::path::PathBuf) {
+    let script = env.path("counting-rsh");
+    let log = env.path("sessions.log");
+    let strata = assert_cmd::cargo::cargo_bin("strata");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho session >> {}\nexec {} serve {server_args}\n",
+            log.display(),
+            strata.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script.display().to_string(), log)
+}
+
+#[test]
+fn pack_transfers_use_several_connections_unless_a_quota_is_counted() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), random("lanes", 6 << 20)).unwrap();
+    let url = format!("backup@central:{}", env.path("repo").display());
+    let sessions = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let (rsh, log) = counting_rsh(&env, "");
+    let run = |rsh: &str, args: &[&str]| env.ok_with(&[("STRATA_RSH", rsh)], args);
+    run(&rsh, &["init", "--pack-size", "1M", &url]);
+    std::fs::remove_file(&log).unwrap();
+    run(
+        &rsh,
+        &["create", &format!("{url}::a"), src.to_str().unwrap()],
+    );
+    assert_eq!(sessions(&log), 3, "the first connection and two for packs");
+    std::fs::remove_file(&log).unwrap();
+    // Listing moves no pack: no extra connection is opened.
+    run(&rsh, &["list", "--short", &url]);
+    assert_eq!(sessions(&log), 1);
+    std::fs::remove_file(&log).unwrap();
+    // A quota is counted per session: one connection keeps it exact.
+    let (quota_rsh, log) = counting_rsh(&env, "--storage-quota 1G");
+    run(
+        &quota_rsh,
+        &["create", &format!("{url}::b"), src.to_str().unwrap()],
+    );
+    assert_eq!(sessions(&log), 1);
+    run(&rsh, &["check", "--verify-data", &url]);
+}
