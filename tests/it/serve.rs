@@ -467,3 +467,40 @@ fn pack_transfers_use_several_connections_unless_a_quota_is_counted() {
     assert_eq!(sessions(&log), 1);
     run(&rsh, &["check", "--verify-data", &url]);
 }
+
+#[test]
+fn a_client_killed_mid_backup_leaves_no_lock_on_the_server() {
+    let env = Env::new();
+    let url = format!("backup@central:{}", env.path("repo").display());
+    let rsh = forced_rsh(&env, "");
+    env.ok_with(&[("STRATA_RSH", &rsh)], &["init", &url]);
+    // A backup of standard input holds its lock while it waits for data.
+    let mut client = env
+        .std_cmd()
+        .env("STRATA_RSH", &rsh)
+        .args(["create", &format!("{url}::a"), "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let locks = env.path("repo/locks");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !crate::util::has_lock(&locks) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never locked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+    // The server sees its client gone and removes the lock it wrote.
+    while crate::util::has_lock(&locks) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead client's lock is still on the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    env.ok_with(&[("STRATA_RSH", &rsh)], &["--lock-wait", "0", "list", &url]);
+}
