@@ -126,4 +126,9 @@ echo
 echo "repository sizes: strata $(du -sb "$work/central/host" | cut -f1) B, borg $(du -sb "$work/central-borg/host" | cut -f1) B"
 echo "Pi repositories: strata $(du -sb "$work/pi/strata" | cut -f1) B, borg $(du -sb "$work/pi/borg" | cut -f1) B"
 echo "peak RSS of the Pi's strata serve (KiB), per run: $(grep -o '[0-9]*$' "$work/serve-rss" | tr '\n' ' ')"
+# the Pi's own maintenance of its replica repository: peak RSS
+for step in "check" "check --verify-data" "prune --keep-last 2" "compact"; do
+  /usr/bin/time -f "Pi: strata $step: peak RSS %M KiB, %e s" "$strata" $step "$work/pi/strata" >/dev/null 2>"$work/pi-step.log" || true
+  tail -1 "$work/pi-step.log"
+done
 echo "results: $results"
