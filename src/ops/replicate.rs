@@ -381,6 +381,9 @@ pub fn replicate(
         let mut stats = crate::repo::manifest::ArchiveStats::default();
         let mut progress = Progress::default();
         for (path, file) in &tree {
+            if obs.cancelled() {
+                return Err(Error::Interrupted);
+            }
             let Some(f) = file else {
                 let item = base_item(path.clone(), KIND_DIR, dir_time);
                 items.push(&item, &mut |data| {
@@ -431,6 +434,9 @@ pub fn replicate(
                     let mut chunks = Vec::new();
                     let mut vanished = false;
                     for chunk in chunker.chunks(&mut reader) {
+                        if obs.cancelled() {
+                            return Err(Error::Interrupted);
+                        }
                         let data = match chunk {
                             Ok(d) => d,
                             Err(e) => {
@@ -489,12 +495,17 @@ pub fn replicate(
                                 );
                             }
                             None => {
+                                // Kept aside, not under its name: the next
+                                // run then reads the source again (repaired
+                                // or not) instead of trusting this copy.
+                                let aside = format!("{root}/damaged/{}", f.rel_path());
                                 result.warnings.push(format!(
-                                    "{msg}; copied as it is (repair can salvage its intact blobs)"
+                                    "{msg}; copied as it is to {aside}, outside the replicated repository (repair can salvage its intact blobs)"
                                 ));
+                                item.path = ByteBuf::from(aside.clone().into_bytes());
                                 item.chunks = chunks;
                                 item.size = size;
-                                expected.insert(path.clone(), Expected { size, hash });
+                                expected.insert(aside, Expected { size, hash });
                             }
                         }
                         obs.warning(result.warnings.last().map(String::as_str).unwrap_or(""));

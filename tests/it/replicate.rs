@@ -258,6 +258,18 @@ fn damaged_source_packs_are_reported_and_never_replace_a_good_copy() {
         err.contains(&fresh) && err.contains("copied as it is"),
         "{err}"
     );
+    // Once the source is repaired, the next run copies the good pack under
+    // its name: the damaged copy was kept aside, not trusted.
+    bytes[100] ^= 0x40;
+    std::fs::write(repo_dir.join(&fresh), &bytes).unwrap();
+    let v = replicate_json(&env, &["--to", &pi, &repo]);
+    let name = only_replica(&v)["archive"].as_str().unwrap().to_string();
+    extract_to(&env, &format!("{pi}::{name}"), "out-repaired");
+    assert_eq!(
+        std::fs::read(env.path("out-repaired/repo").join(&fresh)).unwrap(),
+        bytes
+    );
+    assert!(!env.path("out-repaired/repo/damaged").exists());
 }
 
 #[test]
