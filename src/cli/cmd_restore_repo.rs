@@ -31,11 +31,16 @@ pub struct RestoreRepoArgs {
     pub dest: String,
 }
 
-pub fn run(a: RestoreRepoArgs) -> Result<i32> {
+pub fn run(a: RestoreRepoArgs, lock_wait: u64) -> Result<i32> {
     let src = Location::parse(&a.source)?.backend()?;
     let dest = Location::parse_plain(&a.dest).backend_for(true)?;
     let mut term = Terminal::new(false, a.progress, "restored");
-    let r = strata::ops::restore_repo::restore_repo(src.as_ref(), dest.as_ref(), &mut term);
+    let r = strata::ops::restore_repo::restore_repo(
+        src.clone(),
+        dest.as_ref(),
+        std::time::Duration::from_secs(lock_wait),
+        &mut term,
+    );
     term.finish();
     let r = r?;
     if a.json {

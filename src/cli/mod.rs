@@ -163,7 +163,7 @@ pub fn run() -> i32 {
         Command::Key(a) => cmd_key::run(a),
         Command::Replicate(a) => cmd_replicate::run(a, cli.lock_wait),
         Command::Replicas(a) => cmd_replicas::run(a, cli.lock_wait),
-        Command::RestoreRepo(a) => cmd_restore_repo::run(a),
+        Command::RestoreRepo(a) => cmd_restore_repo::run(a, cli.lock_wait),
         Command::Drill(a) => cmd_drill::run(a, cli.lock_wait),
         Command::Daemon(a) => cmd_daemon::daemon(a),
         Command::Backup(a) => cmd_daemon::backup(a),

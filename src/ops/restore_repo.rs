@@ -27,9 +27,14 @@ fn content_addressed(kind: FileKind) -> bool {
     matches!(kind, FileKind::Pack | FileKind::Index)
 }
 
+/// Copies `src` into `dest`. A source that can change (not a replica) is
+/// read under a pin lock, as `replicate` does: backups may go on, nothing is
+/// deleted meanwhile, and the copy is the newest manifest generation with
+/// every file it needs (manifest first, then index/, then data/).
 pub fn restore_repo(
-    src: &dyn Backend,
+    src: std::sync::Arc<dyn Backend>,
     dest: &dyn Backend,
+    lock_wait: std::time::Duration,
     obs: &mut dyn Observer,
 ) -> Result<RestoreRepoResult> {
     let config_bytes = match src.read(FileKind::Config, CONFIG_FILE) {
@@ -40,6 +45,39 @@ pub fn restore_repo(
         Err(e) => return Err(e),
     };
     let config = RepoConfig::parse(&config_bytes, src.location())?;
+    let _pin = if src.read_only() {
+        None
+    } else {
+        Some(crate::repo::lock::acquire(
+            src.clone(),
+            crate::repo::lock::LockMode::Pin,
+            lock_wait,
+            &|_| {},
+        )?)
+    };
+    let manifests = src.list(FileKind::Manifest)?;
+    let generation = manifests
+        .iter()
+        .filter_map(|f| crate::repo::manifest::parse_file_name(&f.name))
+        .max()
+        .ok_or_else(|| Error::corrupt(format!("{} has no manifest", src.location())))?;
+    let newest_name = crate::repo::manifest::file_name(generation);
+    let newest = src.read(FileKind::Manifest, &newest_name)?;
+    let mut plan: Vec<(FileKind, crate::backend::FileInfo)> = Vec::new();
+    let keys = src.list(FileKind::Key)?;
+    let indexes = src.list(FileKind::Index)?;
+    let packs = src.list(FileKind::Pack)?;
+    plan.extend(packs.into_iter().map(|f| (FileKind::Pack, f)));
+    plan.extend(indexes.into_iter().map(|f| (FileKind::Index, f)));
+    plan.extend(keys.into_iter().map(|f| (FileKind::Key, f)));
+    plan.extend(
+        manifests
+            .into_iter()
+            .filter(|f| {
+                crate::repo::manifest::parse_file_name(&f.name).is_some_and(|g| g <= generation)
+            })
+            .map(|f| (FileKind::Manifest, f)),
+    );
     if dest.exists(FileKind::Config, CONFIG_FILE)? {
         return Err(Error::RepositoryExists(dest.location().to_string()));
     }
@@ -53,36 +91,61 @@ pub fn restore_repo(
         ..Default::default()
     };
     let mut progress = Progress::default();
+    let mut present: std::collections::HashMap<(FileKind, String), u64> =
+        std::collections::HashMap::new();
     for kind in [
         FileKind::Pack,
         FileKind::Index,
         FileKind::Key,
         FileKind::Manifest,
     ] {
-        let present: std::collections::HashMap<String, u64> = dest
-            .list(kind)?
-            .into_iter()
-            .map(|f| (f.name, f.size))
-            .collect();
-        for f in src.list(kind)? {
+        for f in dest.list(kind)? {
+            present.insert((kind, f.name), f.size);
+        }
+    }
+    {
+        for (kind, f) in plan {
+            if obs.cancelled() {
+                return Err(Error::Interrupted);
+            }
             let what = format!("{}/{}", kind.dir(), f.name);
+            let present_size = present.get(&(kind, f.name.clone())).copied();
             progress.path = what.clone();
-            if present.get(&f.name) == Some(&f.size) {
+            // A content-addressed file an interrupted run already restored
+            // intact is kept without reading the source again.
+            if present_size == Some(f.size) && content_addressed(kind) {
                 let have = dest.read(kind, &f.name)?;
-                let intact = if content_addressed(kind) {
-                    hash_hex(&have) == f.name
-                } else {
-                    have == src.read(kind, &f.name)?
-                };
-                if intact {
+                if hash_hex(&have) == f.name {
+                    result.kept += 1;
+                    continue;
+                }
+            }
+            let data = if kind == FileKind::Manifest && f.name == newest_name {
+                newest.clone()
+            } else {
+                match src.read(kind, &f.name) {
+                    Ok(d) => d,
+                    // Older generations and replaced key files may go while
+                    // we copy; nothing else may (the pin).
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && matches!(kind, FileKind::Manifest | FileKind::Key) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if present_size == Some(f.size) {
+                let have = dest.read(kind, &f.name)?;
+                if have == data || (content_addressed(kind) && hash_hex(&have) == f.name) {
                     result.kept += 1;
                     continue;
                 }
                 dest.delete(kind, &f.name)?;
-            } else if present.contains_key(&f.name) {
+            } else if present_size.is_some() {
                 dest.delete(kind, &f.name)?;
             }
-            let data = src.read(kind, &f.name)?;
             if content_addressed(kind) && hash_hex(&data) != f.name {
                 return Err(Error::Mismatch(format!(
                     "{what} in {} is damaged (its bytes do not hash to its name): restore from another tier, or restore this one and run `strata check --repair`",

@@ -318,3 +318,29 @@ fn restoring_one_small_file_from_a_large_nested_repository_reads_only_its_pack()
         "fetched {fetched} bytes of a {nested_total}-byte repository"
     );
 }
+
+#[test]
+fn restore_repo_of_a_live_repository_copies_a_consistent_state_beside_a_backup() {
+    let env = Env::new();
+    env.init(&["-e", "repokey"]);
+    let src = env.path("src");
+    make_tree(&src);
+    let repo = env.repo();
+    env.ok(&["create", &format!("{repo}::one"), src.to_str().unwrap()]);
+    // A backup holds the exclusive lock: the copy runs beside it (pin).
+    let mut writer = env.spawn_locked_writer("two");
+    let new = env.path("copy").display().to_string();
+    env.ok(&["--lock-wait", "0", "restore-repo", &repo, &new]);
+    {
+        use std::io::Write;
+        let mut stdin = writer.stdin.take().unwrap();
+        stdin.write_all(&random("live", 2_000_000)).unwrap();
+    }
+    assert!(writer.wait().unwrap().success());
+    let fresh = env.path("fresh").display().to_string();
+    let run = |args: &[&str]| env.ok_with(&[("STRATA_CACHE_DIR", &fresh)], args);
+    assert_eq!(run(&["list", "--short", &new]), "one\n");
+    run(&["check", "--verify-data", &new]);
+    // Compaction waits for nothing now that the copy is done.
+    env.ok(&["--lock-wait", "0", "compact", &repo]);
+}
