@@ -399,7 +399,16 @@ impl Config {
             Ok(())
         };
         if let Some(s) = &j.schedule {
-            parse_schedule(s.get_ref()).map_err(|e| err(s.span().start, e))?;
+            let cron = parse_schedule(s.get_ref()).map_err(|e| err(s.span().start, e))?;
+            if cron
+                .find_next_occurrence(&chrono::Local::now(), false)
+                .is_err()
+            {
+                return Err(err(
+                    s.span().start,
+                    format!("schedule `{}` never comes", s.get_ref()),
+                ));
+            }
         }
         if let Some(a) = &j.after
             && !jobs.contains(a.get_ref())
@@ -410,7 +419,13 @@ impl Config {
             ));
         }
         if let Some(a) = &j.jitter {
-            parse_duration(a.get_ref()).map_err(|e| err(a.span().start, e))?;
+            let d = parse_duration(a.get_ref()).map_err(|e| err(a.span().start, e))?;
+            if d.as_secs() > 86400 {
+                return Err(err(
+                    a.span().start,
+                    format!("jitter `{}` is more than a day", a.get_ref()),
+                ));
+            }
         }
         if j.schedule.is_none() && j.after.is_none() {
             // Allowed: run only by `strata backup JOB` or the web page.
@@ -462,6 +477,12 @@ impl Config {
             JobKind::Drill => {
                 for t in &j.tiers {
                     repo_ref(t)?;
+                }
+                if j.sample == 0 {
+                    return Err(err(
+                        sj.span().start,
+                        "a drill needs `sample` of at least 1".into(),
+                    ));
                 }
             }
             JobKind::Compact | JobKind::Check => {}
@@ -528,19 +549,27 @@ pub fn parse_schedule(s: &str) -> std::result::Result<croner::Cron, String> {
         .map_err(|e| format!("schedule `{s}`: {e}"))
 }
 
+/// Longest duration accepted (a year): larger values are typos, and would
+/// overflow date arithmetic.
+pub const MAX_DURATION_SECS: u64 = 366 * 86400;
+
 /// `90s`, `10m`, `2h`, `1d`.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     let bad = || format!("duration `{s}`: use a number and s, m, h or d (e.g. \"10m\")");
-    let (num, unit) = s.trim().split_at(s.trim().len().saturating_sub(1));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let t = s.trim();
+    let unit = t.chars().last().ok_or_else(bad)?;
+    let n: u64 = t[..t.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
         _ => return Err(bad()),
     };
-    Ok(std::time::Duration::from_secs(secs))
+    match n.checked_mul(per) {
+        Some(secs) if secs <= MAX_DURATION_SECS => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!("duration `{s}` is longer than a year")),
+    }
 }
 
 #[cfg(test)]
@@ -631,6 +660,14 @@ keep_daily = 7
     fn durations_and_dump_commands() {
         assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
         assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("10é").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+        assert!(parse_duration("5000000000d").is_err());
+        let never = GOOD.replace("0 3 * * *", "0 0 30 2 *");
+        assert!(err_of(&never).contains("never comes"));
+        let far = GOOD.replace("jitter = \"10m\"", "jitter = \"2d\"");
+        assert!(err_of(&far).contains("more than a day"));
         let d = Dump {
             kind: DumpKind::Postgresql,
             database: "app".into(),

@@ -9,8 +9,8 @@
 use super::history::{History, Run};
 use crate::config::{Config, JobKind};
 use crate::error::Result;
+use crate::repo::Passphrase;
 use crate::repo::client::ClientDirs;
-use crate::repo::{LockMode, OpenOptions, Passphrase, Repository};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -94,35 +94,21 @@ impl Passphrase for NoPassphrase {
 }
 
 fn repo_figures(r: &crate::config::Repository, dirs: &ClientDirs) -> Result<RepoFigures> {
-    let backend = crate::backend::open_location(
-        &r.location,
-        false,
-        r.remote_path.as_deref().unwrap_or("strata"),
-        None,
-    )?;
+    let backend = super::runner::backend_of(r)?;
     let stored = backend
         .list(crate::backend::FileKind::Pack)?
         .iter()
         .map(|f| f.size)
         .sum();
     let secret = super::runner::secret(r);
-    let repo = Repository::open(
-        backend,
-        &OpenOptions {
-            lock: LockMode::Shared,
-            lock_wait: Duration::from_secs(30),
-            passphrase: if r.passphrase_file.is_some() || r.passcommand.is_some() {
-                &secret
-            } else {
-                &NoPassphrase
-            },
-            dirs: dirs.clone(),
-            load_index: false,
-            repair: false,
-            lock_notice: None,
-        },
-    )?;
-    let a = &repo.manifest().archives;
+    let passphrase: &dyn Passphrase = if r.passphrase_file.is_some() || r.passcommand.is_some() {
+        &secret
+    } else {
+        &NoPassphrase
+    };
+    // No lock: a scrape must not wait for (or disturb) a running backup.
+    let (_, manifest) = crate::repo::peek_manifest(backend.as_ref(), passphrase, dirs)?;
+    let a = &manifest.archives;
     Ok(RepoFigures {
         stored,
         deduplicated: a.iter().map(|x| x.stats.deduplicated_size).sum(),
@@ -440,11 +426,15 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
             .find(|r| r.outcome != "running")
         {
             if let Some(t) = r.ended.as_deref().and_then(ts) {
-                o.sample("strata_check_last_timestamp_seconds", &[("repo", repo)], t);
+                o.sample(
+                    "strata_check_last_timestamp_seconds",
+                    &[("repo", repo), ("job_name", &j.name)],
+                    t,
+                );
             }
             o.sample(
                 "strata_check_last_success",
-                &[("repo", repo)],
+                &[("repo", repo), ("job_name", &j.name)],
                 (r.outcome == "ok" || r.outcome == "warning") as u8 as f64,
             );
         }

@@ -113,7 +113,17 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
                                 progress: &progress,
                                 dirs: ClientDirs::from_env(),
                             };
-                            run_job(&ctx, job)
+                            // A bug must fail the run, not leave it running
+                            // forever (and the daemon unable to stop).
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                run_job(&ctx, job)
+                            }))
+                            .unwrap_or_else(|_| JobReport {
+                                outcome: Outcome::Failed,
+                                summary: "internal error (a panic): please report it".into(),
+                                stats: serde_json::json!({}),
+                                log: Vec::new(),
+                            })
                         }
                         None => JobReport {
                             outcome: Outcome::Failed,

@@ -116,7 +116,7 @@ fn ssh_options(r: &config::Repository) -> Option<SshOptions> {
     Some(o)
 }
 
-fn backend_of(r: &config::Repository) -> Result<Arc<dyn crate::backend::Backend>> {
+pub(crate) fn backend_of(r: &config::Repository) -> Result<Arc<dyn crate::backend::Backend>> {
     crate::backend::open_location(
         &r.location,
         false,

@@ -482,6 +482,37 @@ impl Repository {
     }
 }
 
+/// The newest manifest, read without a lock: generations never change once
+/// written, so this is a consistent (if possibly one generation old) view,
+/// for status and metrics that must not wait for a running backup.
+pub fn peek_manifest(
+    backend: &dyn Backend,
+    passphrase: &dyn Passphrase,
+    dirs: &ClientDirs,
+) -> Result<(RepoConfig, Manifest)> {
+    let location = backend.location().to_string();
+    let config_bytes = match backend.read(FileKind::Config, CONFIG_FILE) {
+        Ok(b) => b,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotARepository(location));
+        }
+        Err(e) => return Err(e),
+    };
+    let config = RepoConfig::parse(&config_bytes, &location)?;
+    let opts = OpenOptions {
+        lock: LockMode::Shared,
+        lock_wait: Duration::ZERO,
+        passphrase,
+        dirs: dirs.clone(),
+        load_index: false,
+        repair: false,
+        lock_notice: None,
+    };
+    let sealer = Sealer::new(load_keys(backend, &config, &opts)?)?;
+    let manifest = load_manifest(backend, &sealer)?;
+    Ok((config, manifest))
+}
+
 fn load_keys(backend: &dyn Backend, config: &RepoConfig, opts: &OpenOptions) -> Result<RepoKeys> {
     if !config.encryption.has_key() {
         return Ok(RepoKeys::unkeyed(config.public_seed()?));

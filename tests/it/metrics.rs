@@ -155,7 +155,7 @@ fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         "{text}"
     );
     assert!(text.contains("strata_job_runs_total{job_name=\"nightly\",outcome=\"ok\"} 1\n"));
-    assert!(text.contains("strata_check_last_success{repo=\"host1\"} 1\n"));
+    assert!(text.contains("strata_check_last_success{repo=\"host1\",job_name=\"verify\"} 1\n"));
     assert!(text.contains(
         "strata_replication_last_success_timestamp_seconds{repo=\"repo\",target=\"pi\"}"
     ));

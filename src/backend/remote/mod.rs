@@ -326,7 +326,15 @@ impl RemoteBackend {
             }
         }
         let lane = {
-            let extra = self.extra.lock().map(|e| e.clone()).unwrap_or_default();
+            let extra = match self.extra.lock() {
+                Ok(mut e) => {
+                    // A connection that died leaves the rotation; the first
+                    // one carries on (and fails the call if it is gone too).
+                    e.retain(|l| l.dead.lock().map(|d| d.is_none()).unwrap_or(false));
+                    e.clone()
+                }
+                Err(_) => Vec::new(),
+            };
             let i = self.next_lane.fetch_add(1, Ordering::Relaxed) % (extra.len() + 1);
             if i == 0 {
                 None
