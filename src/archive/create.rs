@@ -152,17 +152,19 @@ pub fn create(
             warnings: 0,
             obs,
         };
+        // Streams (database dumps) first: their commands are running and
+        // may hold a transaction open until they have been read.
+        for s in &opts.streams {
+            let reader = s.reader.borrow_mut().take();
+            if let Some(r) = reader {
+                w.stream(Path::new(&s.name), r, 0o600)?;
+            }
+        }
         for path in &opts.paths {
             if path.as_os_str() == "-" {
                 w.stdin()?;
             } else {
                 w.root(path)?;
-            }
-        }
-        for s in &opts.streams {
-            let reader = s.reader.borrow_mut().take();
-            if let Some(r) = reader {
-                w.stream(Path::new(&s.name), r, 0o600)?;
             }
         }
         let Walk {

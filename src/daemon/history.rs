@@ -125,7 +125,11 @@ impl History {
     pub fn last_starts(&self) -> Result<BTreeMap<String, DateTime<Local>>> {
         let mut st = self
             .db
-            .prepare("SELECT job, MAX(started) FROM runs GROUP BY job")
+            // The newest row, not the greatest string: local times with
+            // offsets do not sort across a daylight-saving change.
+            .prepare(
+                "SELECT job, started FROM runs WHERE id IN (SELECT MAX(id) FROM runs GROUP BY job)",
+            )
             .map_err(db_err)?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))

@@ -181,10 +181,18 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
                     ended: now.to_rfc3339(),
                     log: report.log.clone(),
                 };
-                let notify_cfg = &cfg.notify;
-                for e in notify::finished(notify_cfg, &event) {
-                    say(&format!("{name}: could not notify: {e}"));
-                }
+                // Off the main loop: an unreachable mail server must not hold
+                // up other jobs or a stop.
+                let cfg2 = cfg.clone();
+                std::thread::spawn(move || {
+                    for e in notify::finished(&cfg2.notify, &event) {
+                        eprintln!(
+                            "{} strata: {}: could not notify: {e}",
+                            Local::now().format("%Y-%m-%d %H:%M:%S"),
+                            event.job
+                        );
+                    }
+                });
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),

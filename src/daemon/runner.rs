@@ -228,6 +228,17 @@ struct DumpReader {
     stderr: PathBuf,
 }
 
+impl Drop for DumpReader {
+    /// A backup that stopped early must not leave the dump running (holding
+    /// a database transaction) or a zombie.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
 impl Read for DumpReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.stdout.read(buf)?;

@@ -211,7 +211,17 @@ fn conflict(backend: &dyn Backend, ours: &str, mode: LockMode) -> Result<Option<
                     time: now,
                 },
             },
-            Err(_) => continue, // removed meanwhile
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue; // removed meanwhile
+            }
+            // Unreadable for another reason: respect it rather than ignore it.
+            Err(_) => LockInfo {
+                hostname: format!("unknown host (unreadable locks/{})", f.name),
+                pid: 0,
+                exclusive: true,
+                mode: Some(LockMode::Destructive),
+                time: now,
+            },
         };
         if info.pid != 0 && info.is_stale(now) {
             let _ = backend.delete(FileKind::Lock, &f.name);

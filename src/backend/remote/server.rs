@@ -123,6 +123,9 @@ fn du(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Largest lock file a client may write (they are about 100 bytes).
+pub const MAX_LOCK_FILE: usize = 4096;
+
 struct Session {
     backend: LocalBackend,
     opts: ServeOptions,
@@ -192,6 +195,13 @@ impl Session {
     ) -> std::result::Result<Payload, RemoteError> {
         if self.opts.read_only && kind != FileKind::Lock {
             return Err(denied("this key has read-only access"));
+        }
+        // Lock files are small JSON; every key may write them, so bound them.
+        if kind == FileKind::Lock && data.len() > MAX_LOCK_FILE {
+            return Err(denied(format!(
+                "a lock file of {} bytes is more than the {MAX_LOCK_FILE} allowed",
+                data.len()
+            )));
         }
         if let Some(q) = self.opts.quota
             && kind != FileKind::Lock
