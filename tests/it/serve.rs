@@ -115,14 +115,30 @@ fn append_only_read_only_and_quota_are_enforced() {
     let env = Env::new();
     let repo = env.path("repo");
     let r = repo.to_str().unwrap();
+    // Packs are named by the BLAKE3 of their bytes; the server checks it.
+    let pack = blake3::hash(&[7u8; 1000]).to_hex().to_string();
     let mut s = Server::start(&[]);
     s.hello(r, true).unwrap();
     s.call(1, Op::Create).unwrap();
+    assert_eq!(
+        s.call(
+            9,
+            Op::Write {
+                kind: Kind::Pack,
+                name: "aa".repeat(32),
+                data: vec![7; 1000],
+            },
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Denied,
+        "a pack whose bytes do not hash to its name"
+    );
     s.call(
         2,
         Op::Write {
             kind: Kind::Pack,
-            name: "aa".repeat(32),
+            name: pack.clone(),
             data: vec![7; 1000],
         },
     )
@@ -144,7 +160,7 @@ fn append_only_read_only_and_quota_are_enforced() {
             1,
             Op::Delete {
                 kind: Kind::Pack,
-                name: "aa".repeat(32)
+                name: pack.clone()
             }
         )
         .unwrap_err()
@@ -156,7 +172,7 @@ fn append_only_read_only_and_quota_are_enforced() {
             2,
             Op::Write {
                 kind: Kind::Pack,
-                name: "aa".repeat(32),
+                name: pack.clone(),
                 data: vec![8; 1000]
             }
         )
@@ -181,7 +197,7 @@ fn append_only_read_only_and_quota_are_enforced() {
     )
     .expect("locks may be removed");
     assert_eq!(
-        std::fs::read(repo.join("data/aa").join("aa".repeat(32))).unwrap(),
+        std::fs::read(repo.join("data").join(&pack[..2]).join(&pack)).unwrap(),
         vec![7; 1000]
     );
     drop(s);
@@ -206,11 +222,13 @@ fn append_only_read_only_and_quota_are_enforced() {
     drop(s);
     let mut s = Server::start(&["--storage-quota", "3K"]);
     s.hello(r, false).unwrap();
+    let cc = blake3::hash(&[1u8; 1000]).to_hex().to_string();
+    let dd = blake3::hash(&[1u8; 2000]).to_hex().to_string();
     s.call(
         1,
         Op::Write {
             kind: Kind::Index,
-            name: "cc".into(),
+            name: cc.clone(),
             data: vec![1; 1000],
         },
     )
@@ -220,7 +238,7 @@ fn append_only_read_only_and_quota_are_enforced() {
             2,
             Op::Write {
                 kind: Kind::Index,
-                name: "dd".into(),
+                name: dd.clone(),
                 data: vec![1; 2000]
             }
         )
@@ -229,7 +247,7 @@ fn append_only_read_only_and_quota_are_enforced() {
         ErrorCode::QuotaExceeded
     );
     assert!(
-        !repo.join("index/dd").exists(),
+        !repo.join("index").join(&dd).exists(),
         "a refused write left a file"
     );
 }

@@ -196,6 +196,16 @@ impl Session {
         if self.opts.read_only && kind != FileKind::Lock {
             return Err(denied("this key has read-only access"));
         }
+        // Packs and index files are named by the BLAKE3 of their bytes: a
+        // file that is not is refused, so no client can plant a corrupt one.
+        if matches!(kind, FileKind::Pack | FileKind::Index)
+            && blake3::hash(data).to_hex().as_str() != name
+        {
+            return Err(denied(format!(
+                "{}/{name}: its bytes do not hash to its name",
+                kind.dir()
+            )));
+        }
         // Lock files are small JSON; every key may write them, so bound them.
         if kind == FileKind::Lock && data.len() > MAX_LOCK_FILE {
             return Err(denied(format!(
