@@ -85,5 +85,8 @@ t "strata create ssh +50ms unch." "$strata" create "ssh://root@127.0.0.1$work/ss
 mkdir -p "$work/x3"
 t "strata extract ssh +50ms" sh -c "cd $work/x3 && $strata extract ssh://root@127.0.0.1$work/ssh-slow::a"
 rm -rf "$work/x3"
+# the built-in client over the same delaying proxy
+"${builtin[@]}" "$strata" init "ssh://root@127.0.0.1:$lport$work/russh-slow" 2>/dev/null
+t "strata create russh +50ms" "${builtin[@]}" "$strata" create "ssh://root@127.0.0.1:$lport$work/russh-slow::a" "$src"
 borg init -e repokey-blake2 --remote-path borg "ssh://root@127.0.0.1:$lport$work/borg-slow" 2>/dev/null
 t "borg create ssh +50ms" borg create "ssh://root@127.0.0.1:$lport$work/borg-slow::a" "$src"
