@@ -65,6 +65,11 @@ pub struct LockInfo {
     /// Absent in locks written before pins existed: derived from `exclusive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<LockMode>,
+    /// /etc/machine-id of the holder: two machines with one hostname (Pis
+    /// are all `raspberrypi` out of the box) must not judge each other's
+    /// pids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
     /// Unix seconds when this lock file was written.
     pub time: i64,
 }
@@ -95,7 +100,11 @@ impl LockInfo {
     }
 
     fn is_stale(&self, now: i64) -> bool {
-        if self.hostname == hostname() && !process_alive(self.pid) {
+        let same_machine = match (&self.machine, machine_id()) {
+            (Some(theirs), Some(ours)) => *theirs == ours,
+            _ => true,
+        };
+        if self.hostname == hostname() && same_machine && !process_alive(self.pid) {
             return true;
         }
         now.saturating_sub(self.time) > STALE_AFTER.as_secs() as i64
@@ -106,6 +115,15 @@ pub fn hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// This machine's id (systemd's /etc/machine-id), if it has one.
+pub fn machine_id() -> Option<String> {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -183,6 +201,7 @@ fn write_lock(backend: &dyn Backend, mode: LockMode) -> Result<String> {
         pid: std::process::id(),
         exclusive: mode.is_exclusive(),
         mode: Some(mode),
+        machine: machine_id(),
         time: chrono::Utc::now().timestamp(),
     };
     let name = new_name(mode)?;
@@ -208,6 +227,7 @@ fn conflict(backend: &dyn Backend, ours: &str, mode: LockMode) -> Result<Option<
                     pid: 0,
                     exclusive: true,
                     mode: Some(LockMode::Destructive),
+                    machine: None,
                     time: now,
                 },
             },
@@ -220,6 +240,7 @@ fn conflict(backend: &dyn Backend, ours: &str, mode: LockMode) -> Result<Option<
                 pid: 0,
                 exclusive: true,
                 mode: Some(LockMode::Destructive),
+                machine: None,
                 time: now,
             },
         };
@@ -368,6 +389,34 @@ mod tests {
         let compactor = acquire(b.clone(), Destructive, Duration::ZERO, &none).unwrap();
         assert!(acquire(b.clone(), Pin, Duration::ZERO, &none).is_err());
         compactor.release();
+    }
+
+    #[test]
+    fn a_dead_pid_on_another_machine_with_our_hostname_is_not_stale() {
+        let now = chrono::Utc::now().timestamp();
+        let dead_pid = 999_999_999;
+        let mut l = LockInfo {
+            hostname: hostname(),
+            pid: dead_pid,
+            exclusive: true,
+            mode: Some(Exclusive),
+            machine: Some("another machine".into()),
+            time: now,
+        };
+        if machine_id().is_some() {
+            assert!(
+                !l.is_stale(now),
+                "another machine's lock was judged by our pids"
+            );
+        }
+        l.machine = machine_id();
+        assert!(l.is_stale(now), "our own dead process's lock is stale");
+        l.time = now - STALE_AFTER.as_secs() as i64 - 1;
+        l.machine = Some("another machine".into());
+        assert!(
+            l.is_stale(now),
+            "any lock not refreshed for 30 minutes is stale"
+        );
     }
 
     #[test]
