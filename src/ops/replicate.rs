@@ -136,11 +136,11 @@ pub fn validate_repo_name(name: &str) -> Result<()> {
 }
 
 /// One file of the source repository.
-struct SourceFile {
-    kind: FileKind,
-    name: String,
-    size: u64,
-    modified: i64,
+pub(crate) struct SourceFile {
+    pub(crate) kind: FileKind,
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) modified: i64,
 }
 
 impl SourceFile {
@@ -175,15 +175,25 @@ struct Expected {
 }
 
 /// The consistent file list of a pinned source repository.
-struct Snapshot {
-    config: RepoConfig,
-    generation: u64,
-    files: Vec<SourceFile>,
+pub(crate) struct Snapshot {
+    pub(crate) config: RepoConfig,
+    pub(crate) generation: u64,
+    /// config, keys, manifests up to `generation`, index files, packs.
+    pub(crate) files: Vec<SourceFile>,
     /// Files read while taking the snapshot (config, newest manifest).
     preread: HashMap<String, Vec<u8>>,
 }
 
-fn take_snapshot(source: &dyn Backend) -> Result<Snapshot> {
+impl Snapshot {
+    /// The bytes of `f` if the snapshot read them already.
+    pub(crate) fn preread(&self, f: &SourceFile) -> Option<&Vec<u8>> {
+        self.preread.get(&f.rel_path())
+    }
+}
+
+/// Lists a repository's files the consistent way (module doc); the caller
+/// holds a pin unless the store is read-only.
+pub(crate) fn take_snapshot(source: &dyn Backend) -> Result<Snapshot> {
     let location = source.location().to_string();
     let config_bytes = match source.read(FileKind::Config, CONFIG_FILE) {
         Ok(b) => b,

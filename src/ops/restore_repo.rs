@@ -4,10 +4,11 @@
 //! `config` is written last, so an interrupted restore is never mistaken
 //! for a repository; running it again continues where it stopped.
 
+use super::replicate::{SourceFile, take_snapshot};
 use crate::archive::create::{Observer, Progress};
 use crate::backend::{Backend, FileKind};
 use crate::error::{Error, Result};
-use crate::repo::config::{CONFIG_FILE, RepoConfig};
+use crate::repo::config::CONFIG_FILE;
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreRepoResult {
@@ -37,14 +38,9 @@ pub fn restore_repo(
     lock_wait: std::time::Duration,
     obs: &mut dyn Observer,
 ) -> Result<RestoreRepoResult> {
-    let config_bytes = match src.read(FileKind::Config, CONFIG_FILE) {
-        Ok(b) => b,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotARepository(src.location().to_string()));
-        }
-        Err(e) => return Err(e),
-    };
-    let config = RepoConfig::parse(&config_bytes, src.location())?;
+    if !src.exists(FileKind::Config, CONFIG_FILE)? {
+        return Err(Error::NotARepository(src.location().to_string()));
+    }
     let _pin = if src.read_only() {
         None
     } else {
@@ -55,29 +51,21 @@ pub fn restore_repo(
             &|_| {},
         )?)
     };
-    let manifests = src.list(FileKind::Manifest)?;
-    let generation = manifests
+    let snap = take_snapshot(src.as_ref())?;
+    let config = &snap.config;
+    // Packs first, config last (module doc).
+    let order = |k: FileKind| match k {
+        FileKind::Pack => 0,
+        FileKind::Index => 1,
+        FileKind::Key => 2,
+        _ => 3,
+    };
+    let mut plan: Vec<&SourceFile> = snap
+        .files
         .iter()
-        .filter_map(|f| crate::repo::manifest::parse_file_name(&f.name))
-        .max()
-        .ok_or_else(|| Error::corrupt(format!("{} has no manifest", src.location())))?;
-    let newest_name = crate::repo::manifest::file_name(generation);
-    let newest = src.read(FileKind::Manifest, &newest_name)?;
-    let mut plan: Vec<(FileKind, crate::backend::FileInfo)> = Vec::new();
-    let keys = src.list(FileKind::Key)?;
-    let indexes = src.list(FileKind::Index)?;
-    let packs = src.list(FileKind::Pack)?;
-    plan.extend(packs.into_iter().map(|f| (FileKind::Pack, f)));
-    plan.extend(indexes.into_iter().map(|f| (FileKind::Index, f)));
-    plan.extend(keys.into_iter().map(|f| (FileKind::Key, f)));
-    plan.extend(
-        manifests
-            .into_iter()
-            .filter(|f| {
-                crate::repo::manifest::parse_file_name(&f.name).is_some_and(|g| g <= generation)
-            })
-            .map(|f| (FileKind::Manifest, f)),
-    );
+        .filter(|f| f.kind != FileKind::Config)
+        .collect();
+    plan.sort_by_key(|f| order(f.kind));
     if dest.exists(FileKind::Config, CONFIG_FILE)? {
         return Err(Error::RepositoryExists(dest.location().to_string()));
     }
@@ -104,7 +92,8 @@ pub fn restore_repo(
         }
     }
     {
-        for (kind, f) in plan {
+        for f in plan {
+            let kind = f.kind;
             if obs.cancelled() {
                 return Err(Error::Interrupted);
             }
@@ -120,8 +109,8 @@ pub fn restore_repo(
                     continue;
                 }
             }
-            let data = if kind == FileKind::Manifest && f.name == newest_name {
-                newest.clone()
+            let data = if let Some(d) = snap.preread(f) {
+                d.clone()
             } else {
                 match src.read(kind, &f.name) {
                     Ok(d) => d,
@@ -160,15 +149,21 @@ pub fn restore_repo(
             obs.progress(&progress);
         }
     }
+    let config_file = snap
+        .files
+        .iter()
+        .find(|f| f.kind == FileKind::Config)
+        .and_then(|f| snap.preread(f))
+        .ok_or_else(|| Error::NotARepository(src.location().to_string()))?;
     copy_checked(
         dest,
         FileKind::Config,
         CONFIG_FILE,
-        &config_bytes,
+        config_file,
         CONFIG_FILE,
     )?;
     result.files += 1;
-    result.bytes += config_bytes.len() as u64;
+    result.bytes += config_file.len() as u64;
     Ok(result)
 }
 
