@@ -84,6 +84,8 @@ pub enum Error {
     Denied(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error("{tier} holds no replica of `{name}`: see `strata replicas {name} {tier}`")]
+    NoReplica { tier: String, name: String },
     #[error("unsupported repository: {0}")]
     Unsupported(String),
     #[error("interrupted")]

@@ -76,19 +76,6 @@ struct Outcome {
     sent: Option<u64>,
 }
 
-/// The name a source gets in the targets: its last path component.
-fn default_name(source: &str) -> String {
-    let path = match strata::backend::remote::RemoteUrl::parse(source) {
-        Some(u) => u.path,
-        None => source.to_string(),
-    };
-    path.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 pub fn run(a: ReplicateArgs, lock_wait: u64) -> Result<i32> {
     if a.name.is_some() && a.sources.len() != 1 {
         bail!("--name names one source; give one SOURCE or leave --name out");
@@ -96,7 +83,10 @@ pub fn run(a: ReplicateArgs, lock_wait: u64) -> Result<i32> {
     let compression = Compression::parse(&a.compression)?;
     let mut names = Vec::new();
     for s in &a.sources {
-        let n = a.name.clone().unwrap_or_else(|| default_name(s));
+        let n = a
+            .name
+            .clone()
+            .unwrap_or_else(|| strata::ops::replicate::name_of(s));
         strata::ops::replicate::validate_repo_name(&n)?;
         if names.contains(&n) {
             bail!(

@@ -74,21 +74,7 @@ pub fn open_tier(repo: &str, lock_wait: u64) -> Result<Repository> {
 pub fn replica_backend(spec: &str, name: &str, lock_wait: u64) -> Result<Arc<dyn Backend>> {
     let tier = Location::parse_plain(spec);
     let outer = open_tier(&tier.repo, lock_wait)?;
-    let archive = match &tier.archive {
-        Some(a) => outer
-            .manifest()
-            .find(a)
-            .cloned()
-            .ok_or_else(|| strata::Error::ArchiveNotFound(a.clone()))?,
-        None => strata::ops::replicate::newest_replica(&outer, name).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} holds no replica of `{name}`: see `strata replicas {name} {}`",
-                tier.repo,
-                tier.repo
-            )
-        })?,
-    };
-    let nested = strata::archive::nested::NestedBackend::open(outer, &archive, name)?;
+    let nested = strata::ops::replicate::open_replica(outer, name, tier.archive.as_deref())?;
     Ok(Arc::new(nested))
 }
 

@@ -201,9 +201,7 @@ fn replica_tour(
     );
     drop(pi);
     let pi = open_pi(strata::repo::LockMode::Shared)?;
-    let newest = strata::ops::replicate::newest_replica(&pi, "repo")
-        .ok_or_else(|| anyhow::anyhow!("the replica is missing"))?;
-    let nested = strata::archive::nested::NestedBackend::open(pi, &newest, "repo")?;
+    let nested = strata::ops::replicate::open_replica(pi, "repo", None)?;
     let fresh = ClientDirs {
         cache: root.join("new-machine-cache"),
         keys: dirs.keys.clone(),

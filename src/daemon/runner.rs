@@ -577,12 +577,7 @@ fn replicate(
                 return Err(Error::Interrupted);
             }
             let before = target.backend().traffic().map(|t| t.sent);
-            let name = src
-                .trim_end_matches('/')
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            let name = crate::ops::replicate::name_of(src);
             let opts = crate::ops::replicate::ReplicateOptions {
                 repo_name: name.clone(),
                 archive_name: None,
@@ -648,14 +643,10 @@ fn replicate(
 fn drill(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
     use crate::ops::drill::{DrillOptions, Outcome as D, TierReport, drill_with_key};
     let r = repo_of(ctx, job)?;
-    let host = job.host.clone().unwrap_or_else(|| {
-        r.location
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    });
+    let host = job
+        .host
+        .clone()
+        .unwrap_or_else(|| crate::ops::replicate::name_of(&r.location));
     let scratch = tempfile::tempdir().map_err(|e| Error::io("a scratch directory", e))?;
     let opts = DrillOptions {
         sample: job.sample,
@@ -677,12 +668,7 @@ fn drill(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
         let mut report = TierReport::new(&tr.name);
         let nested = backend_of(tr)
             .and_then(|b| open_repo(tr, b, LockMode::Shared, true, &ctx.dirs))
-            .and_then(|outer| {
-                let a = crate::ops::replicate::newest_replica(&outer, &host).ok_or_else(|| {
-                    Error::ArchiveNotFound(format!("a replica of {host} in {}", tr.name))
-                })?;
-                crate::archive::nested::NestedBackend::open(outer, &a, &host)
-            })
+            .and_then(|outer| crate::ops::replicate::open_replica(outer, &host, None))
             .and_then(|n| open_repo(r, Arc::new(n), LockMode::Shared, true, &ctx.dirs));
         match nested {
             Ok(repo) => drill_with_key(&repo, &opts, &mut report),

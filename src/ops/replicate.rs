@@ -106,6 +106,41 @@ pub fn newest_replica(repo: &Repository, name: &str) -> Option<ArchiveRef> {
         .cloned()
 }
 
+/// The name a repository gets in the tiers: the last component of its path
+/// (of an ssh:// URL's path too).
+pub fn name_of(location: &str) -> String {
+    let path = match crate::backend::remote::RemoteUrl::parse(location) {
+        Some(u) => u.path,
+        None => location.to_string(),
+    };
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Repository `name` as held by a replica archive of `tier`: the archive
+/// named, or the newest replica of `name`.
+pub fn open_replica(
+    tier: Repository,
+    name: &str,
+    archive: Option<&str>,
+) -> Result<crate::archive::nested::NestedBackend> {
+    let found = match archive {
+        Some(a) => tier.manifest().find(a).cloned(),
+        None => newest_replica(&tier, name),
+    };
+    let archive = found.ok_or_else(|| match archive {
+        Some(a) => Error::ArchiveNotFound(a.to_string()),
+        None => Error::NoReplica {
+            tier: tier.location().to_string(),
+            name: name.to_string(),
+        },
+    })?;
+    crate::archive::nested::NestedBackend::open(tier, &archive, name)
+}
+
 /// A name not yet taken in `repo`.
 fn free_name(repo: &Repository, base: String) -> String {
     let mut name = base.clone();
