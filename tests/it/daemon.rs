@@ -3,7 +3,7 @@
 //! standard `smtpd`) and a webhook to a real HTTP listener, recovery, the
 //! history, SIGTERM, and a kill -9 in the middle of a backup.
 
-use crate::util::{Env, random};
+use crate::util::{Env, random, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -13,15 +13,6 @@ use std::time::{Duration, Instant};
 use strata::daemon::history::{History, Run};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Polls `cond` until it holds (a condition wait, not a fixed sleep).
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Requests received: (request line, body).
 type Received = Arc<Mutex<Vec<(String, String)>>>;

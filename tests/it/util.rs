@@ -250,3 +250,16 @@ pub fn has_lock(locks: &Path) -> bool {
         .unwrap()
         .any(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.'))
 }
+
+/// Polls `cond` every 50 ms until it holds, failing after a minute (a
+/// condition wait, not a fixed sleep).
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
