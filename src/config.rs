@@ -27,6 +27,44 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// The daemon's Prometheus endpoint.
     pub metrics: Option<Metrics>,
+    /// The daemon's status page (docs/web.md).
+    pub web: Option<Web>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    /// Where the page listens (default loopback only; a VPN address is the
+    /// usual choice for reaching it from elsewhere).
+    #[serde(default = "default_web_listen")]
+    pub listen: String,
+    /// `NAME:ARGON2-HASH` lines, written by `strata web passwd`. Required:
+    /// the page can start jobs, so it never runs without a login.
+    pub users_file: PathBuf,
+    /// `NAME:BLAKE3-HEX` lines for API tokens, written by `strata web token`.
+    pub tokens_file: Option<PathBuf>,
+    /// Host names (with port) the page may be reached by, besides the
+    /// listen address and localhost; anything else is refused (DNS
+    /// rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// A copy older than this is not "recent" for the 3-2-1 badge
+    /// (default 36h: a nightly copy plus slack).
+    pub fresh: Option<Spanned<String>>,
+}
+
+impl Web {
+    /// `fresh` as a duration (checked when the file was loaded).
+    pub fn fresh(&self) -> std::time::Duration {
+        self.fresh
+            .as_ref()
+            .and_then(|f| parse_duration(f.get_ref()).ok())
+            .unwrap_or(std::time::Duration::from_secs(36 * 3600))
+    }
+}
+
+fn default_web_listen() -> String {
+    "127.0.0.1:8080".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,6 +359,11 @@ impl Config {
     }
 
     fn validate(&self, src: &str, path: &Path) -> Result<()> {
+        if let Some(f) = self.web.as_ref().and_then(|w| w.fresh.as_ref())
+            && let Err(e) = parse_duration(f.get_ref())
+        {
+            return Err(at(src, path, f.span().start, format!("web.fresh: {e}")));
+        }
         for role in &self.node.roles {
             if !["host", "central", "pi"].contains(&role.get_ref().as_str()) {
                 return Err(at(

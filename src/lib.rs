@@ -15,6 +15,7 @@ pub mod error;
 pub mod id;
 pub mod ops;
 pub mod repo;
+pub mod web;
 
 pub use error::{Error, Result};
 // touch

@@ -74,6 +74,8 @@ pub struct Progress {
     pub original: u64,
     pub compressed_new: u64,
     pub path: String,
+    /// What `original` will reach at the end, when the operation knows.
+    pub total: Option<u64>,
 }
 
 /// Receives what `create` does; the core knows nothing of terminals.

@@ -258,6 +258,7 @@ impl<'a, 's> Extractor<'a, 's> {
             original: self.shared.bytes.load(Ordering::Relaxed),
             compressed_new: 0,
             path: item.path_lossy(),
+            total: None,
         });
         if let Some(src) = item.link.clone() {
             if let Some(to) = self.link_targets.get(src.as_slice()).cloned() {

@@ -43,12 +43,20 @@ pub struct BackupArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+With --remote URL: the overview of another node's daemon, read from its web \
+API with the token in STRATA_WEB_TOKEN (`strata web token NAME` there): \
+every host's last backup and copies per tier. Exit status 1 when a host \
+lacks three recent copies with one off-site.")]
 pub struct StatusArgs {
     #[command(flatten)]
     pub path: ConfigPath,
     /// Print JSON on standard output.
     #[arg(long)]
     pub json: bool,
+    /// Read the status from a daemon's web page, e.g. http://10.8.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +121,9 @@ pub fn backup(a: BackupArgs) -> Result<i32> {
 }
 
 pub fn status(a: StatusArgs) -> Result<i32> {
+    if let Some(url) = &a.remote {
+        return super::cmd_web::remote_status(url, a.json);
+    }
     let cfg = load(&a.path)?;
     let history = History::open(&strata::daemon::history_path(&cfg))?;
     let now = chrono::Local::now();

@@ -18,6 +18,7 @@ mod cmd_replicas;
 mod cmd_replicate;
 mod cmd_restore_repo;
 mod cmd_serve;
+mod cmd_web;
 pub mod common;
 mod demo;
 mod filters;
@@ -122,6 +123,8 @@ pub enum Command {
     Config(cmd_daemon::ConfigArgs),
     /// Print (or write for node_exporter) the Prometheus metrics.
     Metrics(cmd_daemon::MetricsArgs),
+    /// Manage the web page's users and API tokens.
+    Web(cmd_web::WebArgs),
     /// Serve repositories to clients over SSH (an authorized_keys forced command).
     Serve(cmd_serve::ServeArgs),
     /// Remove all locks of a repository (only when no strata process uses it).
@@ -169,6 +172,7 @@ pub fn run() -> i32 {
         Command::Backup(a) => cmd_daemon::backup(a),
         Command::Status(a) => cmd_daemon::status(a),
         Command::Config(a) => cmd_daemon::config(a),
+        Command::Web(a) => cmd_web::web(a),
         Command::Metrics(a) => cmd_daemon::metrics(a),
         Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),

@@ -10,6 +10,8 @@ use std::path::Path;
 
 /// Rows kept per job; older ones are deleted as new runs finish.
 pub const KEEP_PER_JOB: i64 = 500;
+/// Days of size and free-space samples kept.
+pub const SAMPLE_DAYS: i64 = 400;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Run {
@@ -60,7 +62,13 @@ impl History {
                 stats TEXT NOT NULL DEFAULT '{}',
                 log TEXT NOT NULL DEFAULT ''
             );
-            CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, id);",
+            CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, id);
+            CREATE TABLE IF NOT EXISTS samples (
+                series TEXT NOT NULL,
+                time INTEGER NOT NULL,
+                value REAL NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS samples_by_series ON samples(series, time);",
         )
         .map_err(db_err)?;
         Ok(Self { db })
@@ -170,6 +178,76 @@ impl History {
             })
             .map_err(db_err)?;
         rows.collect::<std::result::Result<_, _>>().map_err(db_err)
+    }
+
+    /// One run by its id.
+    pub fn get(&self, id: i64) -> Result<Option<Run>> {
+        self.db
+            .query_row(
+                "SELECT id, job, kind, trigger, started, ended, outcome, summary, stats, log
+                 FROM runs WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(Run {
+                        id: r.get(0)?,
+                        job: r.get(1)?,
+                        kind: r.get(2)?,
+                        trigger: r.get(3)?,
+                        started: r.get(4)?,
+                        ended: r.get(5)?,
+                        outcome: r.get(6)?,
+                        summary: r.get(7)?,
+                        stats: r.get(8)?,
+                        log: r.get(9)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    /// Records a measurement (a repository's size, a drive's free space)
+    /// at `time` (Unix seconds), for growth charts and days-until-full.
+    /// Samples older than `SAMPLE_DAYS` are dropped.
+    pub fn add_sample(&self, series: &str, time: i64, value: f64) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT INTO samples (series, time, value) VALUES (?1, ?2, ?3)",
+                params![series, time, value],
+            )
+            .map_err(db_err)?;
+        self.db
+            .execute(
+                "DELETE FROM samples WHERE series = ?1 AND time < ?2",
+                params![series, time - SAMPLE_DAYS * 86400],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A series' samples since `since` (Unix seconds), oldest first.
+    pub fn samples(&self, series: &str, since: i64) -> Result<Vec<(i64, f64)>> {
+        let mut st = self
+            .db
+            .prepare(
+                "SELECT time, value FROM samples WHERE series = ?1 AND time >= ?2 ORDER BY time",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map(params![series, since], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(db_err)
+    }
+
+    /// When a series was last sampled.
+    pub fn last_sample_time(&self, series: &str) -> Result<Option<i64>> {
+        self.db
+            .query_row(
+                "SELECT MAX(time) FROM samples WHERE series = ?1",
+                params![series],
+                |r| r.get(0),
+            )
+            .map_err(db_err)
     }
 
     /// The outcome of the last finished run of `job` before run `id`.

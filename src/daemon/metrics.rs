@@ -61,7 +61,7 @@ fn ts(rfc3339: &str) -> Option<f64> {
 }
 
 /// The mount point holding `path` (longest matching prefix in mountinfo).
-fn mount_of(path: &Path) -> String {
+pub(crate) fn mount_of(path: &Path) -> String {
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut best = PathBuf::from("/");

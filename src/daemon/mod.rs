@@ -1,6 +1,7 @@
 //! The daemon: runs the configured jobs on their schedules, keeps their
 //! history, and tells people when something fails or recovers.
 
+pub mod control;
 pub mod history;
 pub mod metrics;
 pub mod notify;
@@ -11,6 +12,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::repo::client::ClientDirs;
 use chrono::Local;
+use control::{Control, LiveJob, Message, RunAnswer};
 use crossbeam_channel::{RecvTimeoutError, unbounded};
 use history::History;
 use runner::{JobProgress, JobReport, Outcome, RunContext, run_job};
@@ -27,13 +29,6 @@ pub fn history_path(cfg: &Config) -> std::path::PathBuf {
     cfg.state_dir().join("history.sqlite")
 }
 
-struct Running {
-    id: i64,
-    cancel: Arc<AtomicBool>,
-    started: chrono::DateTime<Local>,
-    _progress: Arc<Mutex<JobProgress>>,
-}
-
 /// Runs jobs until `stop` is set; then stops the running ones (they commit
 /// nothing and release their locks) and records them as interrupted.
 pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> Result<()> {
@@ -47,22 +42,28 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
         ));
     }
     let mut sched = Scheduler::new(&cfg, now, &history.last_starts()?);
-    let (done_tx, done_rx) = unbounded::<(String, JobReport)>();
-    let mut running: HashMap<String, Running> = HashMap::new();
-    let running_names: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (tx, rx) = unbounded::<Message>();
+    let control = Arc::new(Control::new(tx.clone()));
     if let Some(m) = &cfg.metrics {
-        let (cfg2, names) = (cfg.clone(), running_names.clone());
+        let (cfg2, control2) = (cfg.clone(), control.clone());
         let addr = metrics::serve(
             &m.listen,
-            Arc::new(move || {
-                let names = names.lock().map(|n| n.clone()).unwrap_or_default();
-                match History::open(&history_path(&cfg2)) {
-                    Ok(h) => metrics::render(&cfg2, &h, &names, &ClientDirs::from_env()),
-                    Err(e) => format!("# history unavailable: {e}\n"),
-                }
+            Arc::new(move || match History::open(&history_path(&cfg2)) {
+                Ok(h) => metrics::render(
+                    &cfg2,
+                    &h,
+                    &control2.running_names(),
+                    &ClientDirs::from_env(),
+                ),
+                Err(e) => format!("# history unavailable: {e}\n"),
             }),
         )?;
         say(&format!("metrics on http://{addr}/metrics"));
+    }
+    if let Some(w) = &cfg.web {
+        let state = crate::web::WebState::new(cfg.clone(), w, control.clone())?;
+        let addr = crate::web::serve(state, &w.listen)?;
+        say(&format!("web page on http://{addr}/"));
     }
     say(&format!(
         "strata daemon on {}: {} jobs, state in {}",
@@ -70,12 +71,12 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
         cfg.jobs.len(),
         cfg.state_dir().display()
     ));
+    let mut targets: HashMap<String, String> = HashMap::new();
     loop {
-        if stop.load(Ordering::Relaxed) {
-            for r in running.values() {
-                r.cancel.store(true, Ordering::Relaxed);
-            }
-            if running.is_empty() {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            control.cancel_all();
+            if control.running_names().is_empty() {
                 say("stopped");
                 return Ok(());
             }
@@ -89,20 +90,27 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
             }
             for (name, trigger) in start {
                 let Some(job) = cfg.job(&name) else { continue };
-                let id = history.start(&name, job.kind.name(), &trigger.describe(), now)?;
-                say(&format!("{name}: started ({})", trigger.describe()));
+                let target = targets.remove(&name);
+                let describe = match &target {
+                    Some(t) => format!("{} (target {t})", trigger.describe()),
+                    None => trigger.describe(),
+                };
+                let id = history.start(&name, job.kind.name(), &describe, now)?;
+                say(&format!("{name}: started ({describe})"));
                 let cancel = Arc::new(AtomicBool::new(false));
                 let progress = Arc::new(Mutex::new(JobProgress::default()));
-                running.insert(
-                    name.clone(),
-                    Running {
+                control.started(
+                    &name,
+                    LiveJob {
                         id,
-                        cancel: cancel.clone(),
+                        kind: job.kind.name().to_string(),
+                        trigger: describe,
                         started: now,
-                        _progress: progress.clone(),
+                        progress: progress.clone(),
+                        cancel: cancel.clone(),
                     },
                 );
-                let (cfg, tx) = (cfg.clone(), done_tx.clone());
+                let (cfg, tx) = (cfg.clone(), tx.clone());
                 std::thread::spawn(move || {
                     let mut notes = notify::started(&cfg.notify);
                     let report = match cfg.job(&name) {
@@ -112,6 +120,7 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
                                 cancel: &cancel,
                                 progress: &progress,
                                 dirs: ClientDirs::from_env(),
+                                only_target: target,
                             };
                             // A bug must fail the run, not leave it running
                             // forever (and the daemon unable to stop).
@@ -134,21 +143,51 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
                     };
                     let mut report = report;
                     report.log.append(&mut notes);
-                    let _ = tx.send((name, report));
+                    let _ = tx.send(Message::Done(name, report));
                 });
             }
         }
-        if let Ok(mut n) = running_names.lock() {
-            *n = running.keys().cloned().collect();
-        }
+        control.set_next(
+            cfg.jobs
+                .iter()
+                .map(|j| (j.get_ref().name.clone(), sched.next_of(&j.get_ref().name)))
+                .collect(),
+        );
         let wait = sched
             .next_wakeup()
             .and_then(|t| (t - Local::now()).to_std().ok())
             .unwrap_or(POLL)
             .min(POLL);
-        match done_rx.recv_timeout(wait) {
-            Ok((name, report)) => {
-                let Some(r) = running.remove(&name) else {
+        match rx.recv_timeout(wait) {
+            Ok(Message::Run {
+                job,
+                target,
+                answer,
+            }) => {
+                let a = if stopping {
+                    RunAnswer::Stopping
+                } else if cfg.job(&job).is_none() {
+                    RunAnswer::NoSuchJob
+                } else if target.as_ref().is_some_and(|t| {
+                    !cfg.job(&job)
+                        .is_some_and(|j| j.targets.iter().any(|x| x.get_ref() == t))
+                }) {
+                    RunAnswer::NoSuchTarget
+                } else if sched.is_running(&job) {
+                    // A second click while it runs: not queued for later
+                    // either, or one click would become two runs.
+                    RunAnswer::AlreadyRunning
+                } else {
+                    sched.request(&job);
+                    if let Some(t) = target {
+                        targets.insert(job.clone(), t);
+                    }
+                    RunAnswer::Started
+                };
+                let _ = answer.send(a);
+            }
+            Ok(Message::Done(name, report)) => {
+                let Some(r) = control.ended(&name) else {
                     continue;
                 };
                 let now = Local::now();
@@ -251,6 +290,7 @@ pub fn run_once(
                 cancel: &cancel,
                 progress: &progress,
                 dirs: ClientDirs::from_env(),
+                only_target: None,
             };
             let report = run_job(&ctx, job);
             let ended = Local::now();

@@ -47,9 +47,17 @@ impl Outcome {
 /// Live figures of a running job.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct JobProgress {
+    /// What the job is doing now ("before hook", "knode01 → pi-home").
+    pub phase: String,
     pub files: u64,
     pub bytes: u64,
+    /// Bytes the current step will handle when done, if known: a replica's
+    /// source size, or a backup's previous archive (a fair guess at night).
+    pub total: Option<u64>,
     pub path: String,
+    /// When the current step began (rates are per step).
+    #[serde(skip)]
+    pub step_started: Option<std::time::Instant>,
 }
 
 pub struct JobReport {
@@ -64,6 +72,9 @@ pub struct RunContext<'a> {
     pub cancel: &'a AtomicBool,
     pub progress: &'a Mutex<JobProgress>,
     pub dirs: ClientDirs,
+    /// A replicate job run for one of its targets only (the web page's
+    /// "sync now" on one node).
+    pub only_target: Option<String>,
 }
 
 /// A repository's passphrase, from its file or command (never stored).
@@ -151,9 +162,25 @@ struct Log<'a> {
     lines: Vec<String>,
     warnings: u64,
     ctx: &'a RunContext<'a>,
+    /// The size the current step is expected to reach, when the library
+    /// does not say (a backup: its previous archive's size).
+    expected_total: Option<u64>,
 }
 
 impl Log<'_> {
+    /// A new step: its name, figures from zero.
+    fn phase(&mut self, phase: impl Into<String>, expected_total: Option<u64>) {
+        self.expected_total = expected_total;
+        if let Ok(mut slot) = self.ctx.progress.lock() {
+            *slot = JobProgress {
+                phase: phase.into(),
+                total: expected_total,
+                step_started: Some(std::time::Instant::now()),
+                ..JobProgress::default()
+            };
+        }
+    }
+
     fn line(&mut self, s: impl Into<String>) {
         let s = format!("{} {}", chrono::Local::now().format("%H:%M:%S"), s.into());
         self.lines.push(s);
@@ -172,6 +199,7 @@ impl Observer for Log<'_> {
         if let Ok(mut slot) = self.ctx.progress.lock() {
             slot.files = p.files;
             slot.bytes = p.original;
+            slot.total = p.total.or(self.expected_total);
             slot.path.clone_from(&p.path);
         }
     }
@@ -180,18 +208,47 @@ impl Observer for Log<'_> {
     }
 }
 
-/// Runs a hook (argv, no shell); its output goes to the log.
+/// How often a running hook is checked for a cancelled job.
+const HOOK_POLL: Duration = Duration::from_millis(100);
+
+/// Runs a hook (argv, no shell); its output goes to the log. A cancelled
+/// job kills its hook rather than waiting for it.
 fn hook(argv: &[String], job: &str, log: &mut Log) -> Result<()> {
     let Some((prog, args)) = argv.split_first() else {
         return Ok(());
     };
     log.line(format!("hook: {}", argv.join(" ")));
-    let out = Command::new(prog)
+    let scratch = tempfile::tempdir().map_err(|e| Error::io("a scratch directory", e))?;
+    let (out_path, err_path) = (scratch.path().join("out"), scratch.path().join("err"));
+    let file =
+        |p: &Path| std::fs::File::create(p).map_err(|e| Error::io(p.display().to_string(), e));
+    let mut child = Command::new(prog)
         .args(args)
         .env("STRATA_JOB", job)
         .stdin(Stdio::null())
-        .output()
+        .stdout(file(&out_path)?)
+        .stderr(file(&err_path)?)
+        .spawn()
         .map_err(|e| Error::io(format!("hook `{prog}`"), e))?;
+    let status = loop {
+        if let Some(s) = child
+            .try_wait()
+            .map_err(|e| Error::io(format!("hook `{prog}`"), e))?
+        {
+            break s;
+        }
+        if log.cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Interrupted);
+        }
+        std::thread::sleep(HOOK_POLL);
+    };
+    let out = std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    };
     for l in String::from_utf8_lossy(&out.stdout)
         .lines()
         .chain(String::from_utf8_lossy(&out.stderr).lines())
@@ -294,28 +351,65 @@ pub fn run_job(ctx: &RunContext, job: &Job) -> JobReport {
         lines: Vec::new(),
         warnings: 0,
         ctx,
+        expected_total: None,
     };
     log.line(format!("{} job {} started", job.kind.name(), job.name));
-    let result = match job.kind {
-        JobKind::Backup => backup(ctx, job, &mut log),
-        JobKind::Prune => prune(ctx, job, &mut log),
-        JobKind::Compact => compact(ctx, job, &mut log),
-        JobKind::Check => check(ctx, job, &mut log),
-        JobKind::Replicate => match replicate(ctx, job, &mut log) {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(p)) => {
-                let summary = format!("{}; {}", p.error, p.summary);
-                log.line(format!("failed: {summary}"));
-                return JobReport {
-                    outcome: Outcome::Failed,
-                    summary,
-                    stats: p.stats,
-                    log: log.lines,
-                };
+    // Hooks wrap every kind of job, as borgmatic's do: `before` may
+    // prepare (mount a snapshot, wake a drive), `after_hooks` run on
+    // success, `on_error` on failure (not when the job was stopped).
+    let body = |log: &mut Log| -> Result<std::result::Result<(String, serde_json::Value), PartialFailure>> {
+        if !job.before.is_empty() {
+            log.phase("before hook", None);
+        }
+        for h in &job.before {
+            hook(h, &job.name, log)?;
+        }
+        let done = match job.kind {
+            JobKind::Backup => backup(ctx, job, log).map(Ok),
+            JobKind::Prune => prune(ctx, job, log).map(Ok),
+            JobKind::Compact => compact(ctx, job, log).map(Ok),
+            JobKind::Check => check(ctx, job, log).map(Ok),
+            JobKind::Replicate => replicate(ctx, job, log),
+            JobKind::Drill => drill(ctx, job, log).map(Ok),
+        }?;
+        if done.is_ok() {
+            if !job.after_hooks.is_empty() {
+                log.phase("after hook", None);
             }
-            Err(e) => Err(e),
-        },
-        JobKind::Drill => drill(ctx, job, &mut log),
+            for h in &job.after_hooks {
+                hook(h, &job.name, log)?;
+            }
+        }
+        Ok(done)
+    };
+    let result = body(&mut log);
+    let failure = match &result {
+        Err(Error::Interrupted) => None,
+        Err(e) => Some(e.to_string()),
+        Ok(Err(p)) => Some(p.error.to_string()),
+        Ok(Ok(_)) => None,
+    };
+    if let Some(e) = failure {
+        log.line(format!("error: {e}"));
+        for h in &job.on_error {
+            if let Err(he) = hook(h, &job.name, &mut log) {
+                log.line(format!("on_error hook: {he}"));
+            }
+        }
+    }
+    let result = match result {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(p)) => {
+            let summary = format!("{}; {}", p.error, p.summary);
+            log.line(format!("failed: {summary}"));
+            return JobReport {
+                outcome: Outcome::Failed,
+                summary,
+                stats: p.stats,
+                log: log.lines,
+            };
+        }
+        Err(e) => Err(e),
     };
     let (outcome, summary, stats) = match result {
         Ok((summary, stats)) => {
@@ -364,75 +458,62 @@ fn repo_of<'c>(ctx: &'c RunContext, job: &Job) -> Result<&'c config::Repository>
 }
 
 fn backup(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
-    let run = |log: &mut Log| -> Done {
-        for h in &job.before {
-            hook(h, &job.name, log)?;
-        }
-        let r = repo_of(ctx, job)?;
-        let mut repo = open_repo(r, backend_of(r)?, LockMode::Exclusive, true, &ctx.dirs)?;
-        let scratch = tempfile::tempdir().map_err(|e| Error::io("a scratch directory", e))?;
-        let streams = job
-            .dumps
-            .iter()
-            .enumerate()
-            .map(|(n, d)| start_dump(d.get_ref(), scratch.path(), n))
-            .collect::<Result<Vec<_>>>()?;
-        let template = job
-            .archive
-            .clone()
-            .unwrap_or_else(|| "{hostname}-{now}".into());
-        let opts = CreateOptions {
-            name: crate::archive::placeholders::expand(&template)?,
-            paths: job.sources.iter().map(PathBuf::from).collect(),
-            stdin_name: "stdin".into(),
-            compression: match &job.compression {
-                Some(c) => crate::compress::Compression::parse(c.get_ref())?,
-                None => crate::compress::Compression::default(),
-            },
-            comment: format!("job {}", job.name),
-            excludes: Excludes::new(&job.exclude)?,
-            exclude_caches: job.exclude_caches,
-            exclude_if_present: Vec::new(),
-            one_file_system: job.one_file_system,
-            dry_run: false,
-            numeric_ids: false,
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            command_line: vec!["strata daemon".into(), job.name.clone()],
-            streams,
-        };
-        let res = create(&mut repo, &opts, log)?;
-        let s = &res.archive.stats;
-        for h in &job.after_hooks {
-            hook(h, &job.name, log)?;
-        }
-        Ok((
-            format!(
-                "archive {}: {} files, {} original, {} new",
-                res.archive.name, s.files, s.original_size, s.deduplicated_size
-            ),
-            serde_json::json!({
-                "archive": res.archive.name,
-                "files": s.files,
-                "original_size": s.original_size,
-                "deduplicated_size": s.deduplicated_size,
-                "seconds": res.seconds,
-            }),
-        ))
+    let r = repo_of(ctx, job)?;
+    let mut repo = open_repo(r, backend_of(r)?, LockMode::Exclusive, true, &ctx.dirs)?;
+    let previous = repo
+        .manifest()
+        .archives
+        .iter()
+        .max_by(|a, b| a.time.cmp(&b.time))
+        .map(|a| a.stats.original_size);
+    log.phase(format!("backup to {}", r.name), previous);
+    let scratch = tempfile::tempdir().map_err(|e| Error::io("a scratch directory", e))?;
+    let streams = job
+        .dumps
+        .iter()
+        .enumerate()
+        .map(|(n, d)| start_dump(d.get_ref(), scratch.path(), n))
+        .collect::<Result<Vec<_>>>()?;
+    let template = job
+        .archive
+        .clone()
+        .unwrap_or_else(|| "{hostname}-{now}".into());
+    let opts = CreateOptions {
+        name: crate::archive::placeholders::expand(&template)?,
+        paths: job.sources.iter().map(PathBuf::from).collect(),
+        stdin_name: "stdin".into(),
+        compression: match &job.compression {
+            Some(c) => crate::compress::Compression::parse(c.get_ref())?,
+            None => crate::compress::Compression::default(),
+        },
+        comment: format!("job {}", job.name),
+        excludes: Excludes::new(&job.exclude)?,
+        exclude_caches: job.exclude_caches,
+        exclude_if_present: Vec::new(),
+        one_file_system: job.one_file_system,
+        dry_run: false,
+        numeric_ids: false,
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        command_line: vec!["strata daemon".into(), job.name.clone()],
+        streams,
     };
-    let r = run(log);
-    if let Err(e) = &r
-        && !matches!(e, Error::Interrupted)
-    {
-        log.line(format!("error: {e}"));
-        for h in &job.on_error {
-            if let Err(he) = hook(h, &job.name, log) {
-                log.line(format!("on_error hook: {he}"));
-            }
-        }
-    }
-    r
+    let res = create(&mut repo, &opts, log)?;
+    let s = &res.archive.stats;
+    Ok((
+        format!(
+            "archive {}: {} files, {} original, {} new",
+            res.archive.name, s.files, s.original_size, s.deduplicated_size
+        ),
+        serde_json::json!({
+            "archive": res.archive.name,
+            "files": s.files,
+            "original_size": s.original_size,
+            "deduplicated_size": s.deduplicated_size,
+            "seconds": res.seconds,
+        }),
+    ))
 }
 
 fn prune(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
@@ -520,7 +601,7 @@ fn check(ctx: &RunContext, job: &Job, log: &mut Log) -> Done {
 }
 
 /// Replication sources: paths, or `DIR/*` for every repository in DIR.
-fn expand_sources(sources: &[String]) -> Vec<String> {
+pub(crate) fn expand_sources(sources: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for s in sources {
         match s.strip_suffix("/*") {
@@ -558,7 +639,19 @@ fn replicate(
     let mut failures = Vec::new();
     let mut made = 0;
     let mut replicas = Vec::new();
-    for t in &job.targets {
+    if let Some(only) = &ctx.only_target
+        && !job.targets.iter().any(|t| t.get_ref() == only)
+    {
+        return Err(Error::invalid(format!(
+            "job {}: `{only}` is not one of its targets",
+            job.name
+        )));
+    }
+    for t in job
+        .targets
+        .iter()
+        .filter(|t| ctx.only_target.as_ref().is_none_or(|o| o == t.get_ref()))
+    {
         let tr = ctx
             .cfg
             .repository(t.get_ref())
@@ -578,6 +671,7 @@ fn replicate(
             }
             let before = target.backend().traffic().map(|t| t.sent);
             let name = crate::ops::replicate::name_of(src);
+            log.phase(format!("{name} → {}", tr.name), None);
             let opts = crate::ops::replicate::ReplicateOptions {
                 repo_name: name.clone(),
                 archive_name: None,

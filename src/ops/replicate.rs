@@ -424,7 +424,10 @@ pub fn replicate(
         let mut items = ItemsWriter::new(&dedup.repo.sealer().keys().chunker_seed);
         let mut refs: HashMap<BlobId, u64> = HashMap::new();
         let mut stats = crate::repo::manifest::ArchiveStats::default();
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            total: Some(snap.files.iter().map(|f| f.size).sum()),
+            ..Progress::default()
+        };
         for (path, file) in &tree {
             if obs.cancelled() {
                 return Err(Error::Interrupted);
