@@ -26,6 +26,11 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+# Headless Chromium, driven by playwright-core under Node, for the web page
+# test (tests/it/web.rs, tests/browser/).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -33,6 +38,10 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# playwright-core (no browser download: it drives Debian's chromium).
+want=$(node -p "require('./tests/browser/package-lock.json').packages['node_modules/playwright-core'].version")
+have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/package.json').version } catch (e) { '' }")
+[ "$want" = "$have" ] || npm ci --prefix tests/browser --no-audit --no-fund
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -21,3 +21,4 @@ mod ssh;
 mod sshd;
 mod tiers;
 mod util;
+mod web;
