@@ -421,6 +421,108 @@ fn the_daemon_refuses_to_serve_the_page_without_a_user() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+#[test]
+fn pages_show_real_repositories_tiers_drives_and_an_unreachable_node() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.init(&["-e", "repokey"]);
+    env.ok(&["create", &format!("{}::first", env.repo()), src.to_str().unwrap()]);
+    let pi = env.path("pi").display().to_string();
+    env.ok(&["init", "-e", "none", &pi]);
+    env.ok(&["replicate", "--to", &pi, &env.repo()]);
+    let users = env.path("users");
+    auth::write_entry(&users, "admin", Some(&auth::hash_password(PASSWORD).unwrap())).unwrap();
+    let cfg_path = env.path("strata.toml");
+    // A closed port: the far node is down.
+    let down = free_port();
+    let src_cfg = format!(
+        r#"state_dir = "{state}"
+[node]
+name = "central"
+
+[web]
+listen = "{HOST}"
+users_file = "{users}"
+
+[[repository]]
+name = "pi"
+location = "{pi}"
+
+[[repository]]
+name = "pi-far"
+location = "ssh://strata@127.0.0.1:{down}/srv/offsite"
+
+[[job]]
+name = "offsite"
+kind = "replicate"
+sources = ["{repo}"]
+targets = ["pi", "pi-far"]
+"#,
+        state = env.path("state").display(),
+        users = users.display(),
+        repo = env.repo(),
+    );
+    std::fs::write(&cfg_path, &src_cfg).unwrap();
+    let cfg = Arc::new(strata::config::Config::parse(&src_cfg, &cfg_path).unwrap());
+    // Free space falling 1 GB a day over a week, on the file system the
+    // repositories live on: the page must predict when it fills.
+    let snap = {
+        let (tx, _rx) = crossbeam_channel::unbounded::<Message>();
+        let st = WebState::new(cfg.clone(), cfg.web.as_ref().unwrap(), Arc::new(Control::new(tx)))
+            .unwrap();
+        st.refresh()
+    };
+    let key = snap.spaces[0].key.clone();
+    let free = snap.spaces[0].free as f64;
+    let h = strata::daemon::history::History::open(&env.path("state/history.sqlite")).unwrap();
+    let now = chrono::Local::now().timestamp();
+    for d in 1..=7 {
+        h.add_sample(&format!("free:{key}"), now - d * 86400, free + d as f64 * 1e9)
+            .unwrap();
+    }
+    let (tx, _rx) = crossbeam_channel::unbounded::<Message>();
+    let f = Fixture {
+        state: WebState::new(cfg.clone(), cfg.web.as_ref().unwrap(), Arc::new(Control::new(tx)))
+            .unwrap(),
+        _env: env,
+        asked: Arc::default(),
+        token: String::new(),
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    };
+    let (cookie, _) = f.session();
+    let v: serde_json::Value =
+        serde_json::from_str(&f.get("/api/status", Some(&cookie)).body).unwrap();
+    let host = &v["overview"]["hosts"][0];
+    assert_eq!(host["name"], "repo", "{v}");
+    assert_eq!(host["copies"][0]["tier"], "pi");
+    assert_eq!(host["copies"][0]["recent"], true);
+    assert_eq!(host["copies"][1]["time"], serde_json::Value::Null);
+    assert_eq!(host["ok"], true, "host, central and pi: three recent copies");
+    let spaces = v["overview"]["spaces"].as_array().unwrap();
+    let days = spaces[0]["days_until_full"].as_f64().unwrap();
+    assert!((days - free / 1e9).abs() < 1.0, "{days} days for {free} bytes");
+    let overview = f.get("/", Some(&cookie)).body;
+    assert!(overview.contains("3-2-1 ✓"), "{overview}");
+    assert!(overview.contains(&format!("{:.0} days", days)), "{overview}");
+    // The unencrypted tier lists its replica archives; the host's
+    // encrypted repository does not (no key here).
+    let pi_page = f.get("/repo/pi", Some(&cookie)).body;
+    assert!(pi_page.contains(">repo-20"), "{pi_page}");
+    let host_page = f.get("/repo/repo", Some(&cookie)).body;
+    assert!(host_page.contains("its key stays on the host"), "{host_page}");
+    // Node pages: reachable with its last sync; the far one down, saying why.
+    let node = f.get("/node/pi", Some(&cookie)).body;
+    assert!(node.contains(r#"<td id="reachable">yes</td>"#), "{node}");
+    assert!(node.contains("Sync offsite now"));
+    let far = f.get("/node/pi-far", Some(&cookie)).body;
+    assert!(far.contains(r#"<td id="reachable"><span class="error">no: "#), "{far}");
+    assert_eq!(f.get("/node/repo", Some(&cookie)).status, StatusCode::NOT_FOUND);
+}
+
 // ---- The real thing: daemon, repositories, Chromium. ----
 
 fn free_port() -> u16 {

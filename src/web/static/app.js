@@ -95,6 +95,14 @@
       bar.value = done.outcome === "ok" || done.outcome === "warning" ? 1000 : bar.value || 0;
       const form = row.querySelector("form");
       if (form) form.remove();
+      // The jobs table: its outcome cell too.
+      const cell = Array.from(document.querySelectorAll("#jobs tr"))
+        .find((tr) => tr.dataset.job === done.job);
+      const outcome = cell && cell.children[3];
+      if (outcome) {
+        outcome.textContent = "";
+        outcome.append(el("span", "outcome " + done.outcome, done.outcome));
+      }
     }
   });
 })();
