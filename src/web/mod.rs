@@ -38,8 +38,9 @@ use std::time::{Duration, Instant};
 pub const SESSION_COOKIE: &str = "strata_session";
 /// Bodies of POST requests are small forms; anything bigger is refused.
 const MAX_FORM: usize = 16 * 1024;
-/// The overview is read again at least this often (and after every run).
-const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// The overview is read again at least this often (and after every run):
+/// each read opens a connection to every off-site node.
+const REFRESH_EVERY: Duration = Duration::from_secs(300);
 
 /// Who made a request, once logged in.
 #[derive(Clone, Debug)]
