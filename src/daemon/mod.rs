@@ -61,9 +61,14 @@ pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> R
         say(&format!("metrics on http://{addr}/metrics"));
     }
     if let Some(w) = &cfg.web {
-        let state = crate::web::WebState::new(cfg.clone(), w, control.clone())?;
-        let addr = crate::web::serve(state, &w.listen)?;
-        say(&format!("web page on http://{addr}/"));
+        // Backups matter more than the page: a page that cannot start
+        // (no user yet, address taken) is reported, and the jobs run.
+        match crate::web::WebState::new(cfg.clone(), w, control.clone())
+            .and_then(|state| crate::web::serve(state, &w.listen))
+        {
+            Ok(addr) => say(&format!("web page on http://{addr}/")),
+            Err(e) => say(&format!("the web page is not served: {e}")),
+        }
     }
     say(&format!(
         "strata daemon on {}: {} jobs, state in {}",

@@ -398,7 +398,7 @@ fn api_tokens_work_without_cookies_and_unknown_ones_are_refused() {
 }
 
 #[test]
-fn the_daemon_refuses_to_serve_the_page_without_a_user() {
+fn without_a_user_the_daemon_runs_its_jobs_but_serves_no_page() {
     let env = Env::new();
     std::fs::write(env.path("users"), "# nobody yet\n").unwrap();
     let cfg = env.path("strata.toml");
@@ -411,14 +411,31 @@ fn the_daemon_refuses_to_serve_the_page_without_a_user() {
         ),
     )
     .unwrap();
-    let out = env.run(&["daemon", "-c", cfg.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no user in") && err.contains("strata web passwd"),
-        "{err}"
+    let log = env.path("daemon.log");
+    let mut daemon = Daemon(
+        env.std_cmd()
+            .args(["daemon", "-c", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
     );
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    wait_for("the daemon to start", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("strata daemon on n"))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("the web page is not served"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("no user in") && line.contains("strata web passwd"),
+        "{line}"
+    );
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "the daemon must keep running"
+    );
 }
 
 #[test]
@@ -427,12 +444,21 @@ fn pages_show_real_repositories_tiers_drives_and_an_unreachable_node() {
     let src = env.path("src");
     make_tree(&src);
     env.init(&["-e", "repokey"]);
-    env.ok(&["create", &format!("{}::first", env.repo()), src.to_str().unwrap()]);
+    env.ok(&[
+        "create",
+        &format!("{}::first", env.repo()),
+        src.to_str().unwrap(),
+    ]);
     let pi = env.path("pi").display().to_string();
     env.ok(&["init", "-e", "none", &pi]);
     env.ok(&["replicate", "--to", &pi, &env.repo()]);
     let users = env.path("users");
-    auth::write_entry(&users, "admin", Some(&auth::hash_password(PASSWORD).unwrap())).unwrap();
+    auth::write_entry(
+        &users,
+        "admin",
+        Some(&auth::hash_password(PASSWORD).unwrap()),
+    )
+    .unwrap();
     let cfg_path = env.path("strata.toml");
     // A closed port: the far node is down.
     let down = free_port();
@@ -469,8 +495,12 @@ targets = ["pi", "pi-far"]
     // repositories live on: the page must predict when it fills.
     let snap = {
         let (tx, _rx) = crossbeam_channel::unbounded::<Message>();
-        let st = WebState::new(cfg.clone(), cfg.web.as_ref().unwrap(), Arc::new(Control::new(tx)))
-            .unwrap();
+        let st = WebState::new(
+            cfg.clone(),
+            cfg.web.as_ref().unwrap(),
+            Arc::new(Control::new(tx)),
+        )
+        .unwrap();
         st.refresh()
     };
     let key = snap.spaces[0].key.clone();
@@ -478,13 +508,21 @@ targets = ["pi", "pi-far"]
     let h = strata::daemon::history::History::open(&env.path("state/history.sqlite")).unwrap();
     let now = chrono::Local::now().timestamp();
     for d in 1..=7 {
-        h.add_sample(&format!("free:{key}"), now - d * 86400, free + d as f64 * 1e9)
-            .unwrap();
+        h.add_sample(
+            &format!("free:{key}"),
+            now - d * 86400,
+            free + d as f64 * 1e9,
+        )
+        .unwrap();
     }
     let (tx, _rx) = crossbeam_channel::unbounded::<Message>();
     let f = Fixture {
-        state: WebState::new(cfg.clone(), cfg.web.as_ref().unwrap(), Arc::new(Control::new(tx)))
-            .unwrap(),
+        state: WebState::new(
+            cfg.clone(),
+            cfg.web.as_ref().unwrap(),
+            Arc::new(Control::new(tx)),
+        )
+        .unwrap(),
         _env: env,
         asked: Arc::default(),
         token: String::new(),
@@ -501,26 +539,44 @@ targets = ["pi", "pi-far"]
     assert_eq!(host["copies"][0]["tier"], "pi");
     assert_eq!(host["copies"][0]["recent"], true);
     assert_eq!(host["copies"][1]["time"], serde_json::Value::Null);
-    assert_eq!(host["ok"], true, "host, central and pi: three recent copies");
+    assert_eq!(
+        host["ok"], true,
+        "host, central and pi: three recent copies"
+    );
     let spaces = v["overview"]["spaces"].as_array().unwrap();
     let days = spaces[0]["days_until_full"].as_f64().unwrap();
-    assert!((days - free / 1e9).abs() < 1.0, "{days} days for {free} bytes");
+    assert!(
+        (days - free / 1e9).abs() < 1.0,
+        "{days} days for {free} bytes"
+    );
     let overview = f.get("/", Some(&cookie)).body;
     assert!(overview.contains("3-2-1 ✓"), "{overview}");
-    assert!(overview.contains(&format!("{:.0} days", days)), "{overview}");
+    assert!(
+        overview.contains(&format!("{:.0} days", days)),
+        "{overview}"
+    );
     // The unencrypted tier lists its replica archives; the host's
     // encrypted repository does not (no key here).
     let pi_page = f.get("/repo/pi", Some(&cookie)).body;
     assert!(pi_page.contains(">repo-20"), "{pi_page}");
     let host_page = f.get("/repo/repo", Some(&cookie)).body;
-    assert!(host_page.contains("its key stays on the host"), "{host_page}");
+    assert!(
+        host_page.contains("its key stays on the host"),
+        "{host_page}"
+    );
     // Node pages: reachable with its last sync; the far one down, saying why.
     let node = f.get("/node/pi", Some(&cookie)).body;
     assert!(node.contains(r#"<td id="reachable">yes</td>"#), "{node}");
     assert!(node.contains("Sync offsite now"));
     let far = f.get("/node/pi-far", Some(&cookie)).body;
-    assert!(far.contains(r#"<td id="reachable"><span class="error">no: "#), "{far}");
-    assert_eq!(f.get("/node/repo", Some(&cookie)).status, StatusCode::NOT_FOUND);
+    assert!(
+        far.contains(r#"<td id="reachable"><span class="error">no: "#),
+        "{far}"
+    );
+    assert_eq!(
+        f.get("/node/repo", Some(&cookie)).status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 // ---- The real thing: daemon, repositories, Chromium. ----
