@@ -1,5 +1,6 @@
 //! Integration tests: the built `strata` binary against real directories.
 
+mod ansible;
 mod compact;
 mod crash;
 mod daemon;
