@@ -42,6 +42,8 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 want=$(node -p "require('./tests/browser/package-lock.json').packages['node_modules/playwright-core'].version")
 have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/package.json').version } catch (e) { '' }")
 [ "$want" = "$have" ] || npm ci --prefix tests/browser --no-audit --no-fund
+# Ansible, ansible-lint and a Debian root file system for tests/it/ansible.rs.
+scripts/ansible-prepare.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
