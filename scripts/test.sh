@@ -25,6 +25,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v python3 >/dev/null || missing+=(python3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+# fusermount3, for `strata mount` by users other than root (tests/it/mount.rs
+# mounts as root through /dev/fuse).
+command -v fusermount3 >/dev/null || missing+=(fuse3)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 # Headless Chromium, driven by playwright-core under Node, for the web page
 # test (tests/it/web.rs, tests/browser/).

@@ -90,6 +90,9 @@ pub enum Error {
     Unsupported(String),
     #[error("interrupted")]
     Interrupted,
+    /// Mounting or unmounting failed; the message names the fix.
+    #[error("{0}")]
+    Mount(String),
 }
 
 impl Error {

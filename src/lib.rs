@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod error;
 pub mod id;
+pub mod mount;
 pub mod ops;
 pub mod repo;
 pub mod web;

@@ -26,7 +26,13 @@ struct Entry {
 fn scan(root: &Path, ignore_dir_mtime: bool) -> std::io::Result<BTreeMap<Vec<u8>, Entry>> {
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    for e in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+    // Sorted, so that a hard-link group is named by the same first path
+    // whatever order each file system lists its directories in.
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name();
+    for e in walk {
         let e = e.map_err(std::io::Error::other)?;
         let rel = e
             .path()

@@ -52,13 +52,22 @@ impl Passphrase for ReplicaPassphrase {
     }
 }
 
+static TIER_LOCK: std::sync::OnceLock<LockMode> = std::sync::OnceLock::new();
+
+/// How `--replica` holds its tier: shared (the default, for commands that
+/// end), or pinned (`mount`, which may stay for days: the tier's next
+/// replication goes on beside it, only its compaction waits).
+pub fn set_tier_lock(mode: LockMode) {
+    let _ = TIER_LOCK.set(mode);
+}
+
 /// Opens a replica tier (the repository holding replica archives) to read.
 pub fn open_tier(repo: &str, lock_wait: u64) -> Result<Repository> {
     let loc = Location::parse_plain(repo);
     Ok(Repository::open(
         loc.backend_for(false)?,
         &OpenOptions {
-            lock: LockMode::Shared,
+            lock: TIER_LOCK.get().copied().unwrap_or(LockMode::Shared),
             lock_wait: Duration::from_secs(lock_wait),
             passphrase: &ReplicaPassphrase,
             dirs: ClientDirs::from_env(),
@@ -227,9 +236,9 @@ pub fn open_with(
     };
     let mut repo = Repository::open(backend, &opts)?;
     if let Some(g) = generation() {
-        if lock != LockMode::Shared {
+        if !matches!(lock, LockMode::Shared | LockMode::Pin) {
             bail!(
-                "--generation is for reading (list, info, extract, diff, check); use `strata undelete` to bring archives back"
+                "--generation is for reading (list, info, extract, diff, check, mount); use `strata undelete` to bring archives back"
             );
         }
         repo.view_generation(g)?;

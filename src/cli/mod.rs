@@ -13,6 +13,7 @@ mod cmd_info;
 mod cmd_init;
 mod cmd_key;
 mod cmd_list;
+mod cmd_mount;
 mod cmd_prune;
 mod cmd_replicas;
 mod cmd_replicate;
@@ -88,6 +89,10 @@ pub enum Command {
     List(cmd_list::ListArgs),
     /// Show statistics of a repository or archive.
     Info(cmd_info::InfoArgs),
+    /// Browse a repository or an archive as a read-only file system.
+    Mount(cmd_mount::MountArgs),
+    /// Unmount what `strata mount` mounted.
+    Umount(cmd_mount::UmountArgs),
     /// Verify a repository's structure, and with --verify-data every byte.
     Check(cmd_check::CheckArgs),
     /// Delete archives (their space is freed by `compact`).
@@ -156,6 +161,8 @@ pub fn run() -> i32 {
         Command::Extract(a) => cmd_extract::run(a, cli.lock_wait),
         Command::List(a) => cmd_list::run(a, cli.lock_wait),
         Command::Info(a) => cmd_info::run(a, cli.lock_wait),
+        Command::Mount(a) => cmd_mount::run(a, cli.lock_wait),
+        Command::Umount(a) => cmd_mount::umount(a),
         Command::Check(a) => cmd_check::run(a, cli.lock_wait),
         Command::Delete(a) => cmd_delete::delete(a, cli.lock_wait),
         Command::Diff(a) => cmd_diff::run(a, cli.lock_wait),

@@ -88,7 +88,7 @@ impl LockInfo {
             LockMode::Shared => "a shared",
             LockMode::Exclusive => "an exclusive",
             LockMode::Destructive => "an exclusive (compacting)",
-            LockMode::Pin => "a replication pin",
+            LockMode::Pin => "a pin (replicate or mount)",
         };
         let when = chrono::DateTime::from_timestamp(self.time, 0)
             .map(|t| t.to_rfc3339())
@@ -265,7 +265,7 @@ pub fn acquire(
 ) -> Result<LockGuard> {
     if backend.read_only() {
         // Nothing can change a read-only store (a replica): nothing to lock.
-        return if mode == LockMode::Shared {
+        return if matches!(mode, LockMode::Shared | LockMode::Pin) {
             Ok(LockGuard {
                 backend,
                 name: Arc::new(Mutex::new(String::new())),
@@ -274,7 +274,7 @@ pub fn acquire(
             })
         } else {
             Err(Error::ReadOnly(format!(
-                "{} is read-only: only reading commands (list, info, extract, diff, check) work on it",
+                "{} is read-only: only reading commands (list, info, extract, diff, check, mount) work on it",
                 backend.location()
             )))
         };
@@ -384,7 +384,10 @@ mod tests {
         let err = acquire(b.clone(), Destructive, Duration::ZERO, &none)
             .err()
             .expect("compaction must not start while a pin is held");
-        assert!(err.to_string().contains("replication pin"), "{err}");
+        assert!(
+            err.to_string().contains("pin (replicate or mount)"),
+            "{err}"
+        );
         pin.release();
         let compactor = acquire(b.clone(), Destructive, Duration::ZERO, &none).unwrap();
         assert!(acquire(b.clone(), Pin, Duration::ZERO, &none).is_err());

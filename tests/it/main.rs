@@ -10,6 +10,7 @@ mod lifecycle;
 mod malicious;
 mod metrics;
 mod modes;
+mod mount;
 mod netns;
 mod offsite;
 mod recovery;

@@ -901,7 +901,7 @@ fn central_compaction_waits_for_the_replication_pin() {
         Some(2),
         "compact ran beside a pin: {err}"
     );
-    assert!(err.contains("replication pin"), "{err}");
+    assert!(err.contains("pin (replicate or mount)"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     // A compaction that waits for the pin.
     let mut compact = retention(&["compact", "--grace-period", "0", "--lock-wait", "60", &url1])
@@ -931,7 +931,7 @@ fn central_compaction_waits_for_the_replication_pin() {
             .unwrap_or_else(|_| panic!("compact said no line while the pin was held: {notice:?}"));
     }
     assert!(
-        notice.contains("waiting") && notice.contains("replication pin"),
+        notice.contains("waiting") && notice.contains("pin (replicate or mount)"),
         "{notice}"
     );
     let still = retention(&["list", "--short", &url1]).output().unwrap();

@@ -179,7 +179,7 @@ fn replication_runs_beside_a_backup_and_compaction_waits_for_it() {
     let out = env.run(&["--lock-wait", "0", "compact", &repo]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("replication pin"), "{err}");
+    assert!(err.contains("pin (replicate or mount)"), "{err}");
     env.ok(&[
         "--lock-wait",
         "0",

@@ -1,0 +1,473 @@
+//! The FUSE side: answers the kernel from the tree and the chunk cache.
+//! Read-only: every call that would change something is refused with
+//! EROFS by the kernel (the mount is `ro`) or here.
+
+use super::cache::ChunkCache;
+use super::tree::{
+    Body, FileData, Ino, Meta, ROOT, Source, Tree, Xattrs, load_archive, load_versions,
+};
+use crate::archive::item::{KIND_BLOCKDEV, KIND_CHARDEV, KIND_FIFO};
+use crate::error::Result;
+use crate::repo::Repository;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Archives never change under a mount: the kernel may keep what it
+/// learnt for as long as it likes.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+/// Chunks read ahead of a sequential reader.
+const READ_AHEAD_CHUNKS: usize = 4;
+
+/// Who the files belong to, when `-o uid=,gid=` override what is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// An open file: what it reads, and where a sequential reader will read
+/// next (to tell sequential reads, which get read-ahead, from random ones).
+struct Handle {
+    data: Arc<FileData>,
+    next: AtomicU64,
+}
+
+pub struct StrataFs {
+    repo: Arc<Repository>,
+    tree: RwLock<Tree>,
+    /// One lazy directory is read at a time (the others wait, then find it
+    /// read).
+    loading: Mutex<()>,
+    cache: Arc<ChunkCache>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    owner: Owner,
+    /// Told of errors the kernel can only see as EIO.
+    log: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl StrataFs {
+    pub fn new(
+        repo: Arc<Repository>,
+        tree: Tree,
+        cache: Arc<ChunkCache>,
+        owner: Owner,
+        log: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Self {
+        Self {
+            repo,
+            tree: RwLock::new(tree),
+            loading: Mutex::new(()),
+            cache,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            owner,
+            log,
+        }
+    }
+
+    /// Reads `ino`'s lazy source if it has one. Errors are logged and
+    /// become EIO (the directory stays lazy, so a later look tries again).
+    fn ensure_loaded(&self, ino: Ino) -> std::result::Result<(), Errno> {
+        let pending = |t: &RwLock<Tree>| t.read().ok().and_then(|t| t.pending(ino));
+        if pending(&self.tree).is_none() {
+            return Ok(());
+        }
+        let _one = self.loading.lock().map_err(|_| Errno::EIO)?;
+        let Some(source) = pending(&self.tree) else {
+            return Ok(());
+        };
+        let time = self
+            .tree
+            .read()
+            .ok()
+            .and_then(|t| t.get(ino).map(|n| n.meta.mtime))
+            .unwrap_or(0);
+        let sub = match &source {
+            Source::Archive(r) => load_archive(&self.repo, r),
+            Source::Versions(list) => load_versions(&self.repo, list, time),
+        };
+        match sub {
+            Ok(sub) => {
+                let mut t = self.tree.write().map_err(|_| Errno::EIO)?;
+                t.graft(ino, sub);
+                Ok(())
+            }
+            Err(e) => {
+                let what = match &source {
+                    Source::Archive(r) => format!("archive {}", r.name),
+                    Source::Versions(_) => "the archives".into(),
+                };
+                (self.log)(&format!("reading {what}: {e}"));
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    fn attr(&self, ino: Ino, meta: &Meta, body: &Body) -> FileAttr {
+        let kind = match body {
+            Body::Dir(_) | Body::Lazy(_) => FileType::Directory,
+            Body::File(_) => FileType::RegularFile,
+            Body::Symlink(_) => FileType::Symlink,
+            Body::Special => match meta.kind {
+                KIND_FIFO => FileType::NamedPipe,
+                KIND_CHARDEV => FileType::CharDevice,
+                KIND_BLOCKDEV => FileType::BlockDevice,
+                _ => FileType::RegularFile,
+            },
+        };
+        let size = match body {
+            Body::File(d) => d.len(),
+            Body::Symlink(t) => t.len() as u64,
+            _ => 0,
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: system_time(meta.atime),
+            mtime: system_time(meta.mtime),
+            ctime: system_time(meta.ctime),
+            crtime: system_time(meta.mtime),
+            kind,
+            perm: (meta.mode & 0o7777) as u16,
+            nlink: meta.nlink.max(1),
+            uid: self.owner.uid.unwrap_or(meta.uid),
+            gid: self.owner.gid.unwrap_or(meta.gid),
+            rdev: kernel_rdev(meta.rdev),
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn attr_of(&self, ino: Ino) -> std::result::Result<FileAttr, Errno> {
+        let t = self.tree.read().map_err(|_| Errno::EIO)?;
+        let n = t.get(ino).ok_or(Errno::ENOENT)?;
+        Ok(self.attr(ino, &n.meta, &n.body))
+    }
+
+    fn xattrs(&self, ino: Ino) -> std::result::Result<Xattrs, Errno> {
+        let t = self.tree.read().map_err(|_| Errno::EIO)?;
+        Ok(t.get(ino).ok_or(Errno::ENOENT)?.meta.xattrs.clone())
+    }
+
+    /// `size` bytes of `h`'s file from `offset`, chunk by chunk.
+    fn read_at(&self, h: &Handle, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let data = &h.data;
+        let stop = offset.saturating_add(u64::from(size)).min(data.len());
+        let mut out = Vec::with_capacity(stop.saturating_sub(offset) as usize);
+        let span = data.span(offset, u64::from(size));
+        let sequential = h.next.swap(stop, Ordering::Relaxed) == offset;
+        if sequential && let Some(&(last, _)) = span.last() {
+            let ahead = data.chunks.iter().skip(last + 1).take(READ_AHEAD_CHUNKS);
+            self.cache.read_ahead(ahead.map(|c| c.0));
+        }
+        for (i, start) in span {
+            let chunk = self.cache.get(&data.chunks[i].0)?;
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((stop - start) as usize).min(chunk.len());
+            if from < to {
+                out.extend_from_slice(&chunk[from..to]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH.checked_sub(d).unwrap_or(UNIX_EPOCH)
+    }
+}
+
+/// glibc's `dev_t` (as `stat` gives it, and as stored) to the kernel's
+/// 32-bit encoding that FUSE carries (`new_encode_dev`).
+fn kernel_rdev(dev: u64) -> u32 {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    ((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)) as u32
+}
+
+/// The xattr protocol: a size query, or the value if it fits.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+impl Filesystem for StrataFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Bigger reads mean fewer trips through the kernel; the kernel
+        // caps the value at what it supports.
+        if let Err(max) = config.set_max_readahead(1024 * 1024) {
+            let _ = config.set_max_readahead(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Err(e) = self.ensure_loaded(parent.0) {
+            return reply.error(e);
+        }
+        let found = match self.tree.read() {
+            Ok(t) => t.lookup(parent.0, name.as_bytes()),
+            Err(_) => return reply.error(Errno::EIO),
+        };
+        match found.map(|ino| self.attr_of(ino)) {
+            Some(Ok(attr)) => reply.entry(&TTL, &attr, Generation(0)),
+            Some(Err(e)) => reply.error(e),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr_of(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let Ok(t) = self.tree.read() else {
+            return reply.error(Errno::EIO);
+        };
+        match t.get(ino.0).map(|n| &n.body) {
+            Some(Body::Symlink(target)) => reply.data(target),
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let data = match self.tree.read() {
+            Ok(t) => match t.get(ino.0).map(|n| &n.body) {
+                Some(Body::File(d)) => d.clone(),
+                Some(_) => return reply.error(Errno::EINVAL),
+                None => return reply.error(Errno::ENOENT),
+            },
+            Err(_) => return reply.error(Errno::EIO),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = Arc::new(Handle {
+            data,
+            next: AtomicU64::new(0),
+        });
+        match self.handles.lock() {
+            Ok(mut h) => {
+                h.insert(fh, handle);
+            }
+            Err(_) => return reply.error(Errno::EIO),
+        }
+        // Contents never change: the page cache may keep them across opens.
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let handle = self.handles.lock().ok().and_then(|h| h.get(&fh.0).cloned());
+        let Some(handle) = handle else {
+            return reply.error(Errno::EBADF);
+        };
+        match self.read_at(&handle, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => {
+                let path = self.path_of(ino.0);
+                (self.log)(&format!("reading {path}: {e}"));
+                reply.error(Errno::EIO)
+            }
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        if let Ok(mut h) = self.handles.lock() {
+            h.remove(&fh.0);
+        }
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if let Err(e) = self.ensure_loaded(ino.0) {
+            return reply.error(e);
+        }
+        let Ok(t) = self.tree.read() else {
+            return reply.error(Errno::EIO);
+        };
+        let Some(node) = t.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Body::Dir(children) = &node.body else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        // Offsets: 1 after ".", 2 after "..", 3 + i after child i.
+        let dots = [(ino.0, &b"."[..]), (node.parent, &b".."[..])];
+        for (i, (child, name)) in dots.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(child),
+                i as u64 + 1,
+                FileType::Directory,
+                OsStr::from_bytes(name),
+            ) {
+                return reply.ok();
+            }
+        }
+        let skip = (offset as usize).saturating_sub(2);
+        for (i, (name, &child)) in children.iter().enumerate().skip(skip) {
+            let kind = t
+                .get(child)
+                .map(|n| self.attr(child, &n.meta, &n.body).kind)
+                .unwrap_or(FileType::RegularFile);
+            if reply.add(INodeNo(child), i as u64 + 3, kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let files = self.tree.read().map(|t| t.len() as u64).unwrap_or(0);
+        reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.xattrs(ino.0) {
+            Ok(x) => match x.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
+                Some((_, v)) => reply_xattr(reply, v, size),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.xattrs(ino.0) {
+            Ok(x) => {
+                let mut names = Vec::new();
+                for (k, _) in &x {
+                    names.extend_from_slice(k);
+                    names.push(0);
+                }
+                reply_xattr(reply, &names, size)
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mask: fuser::AccessFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        // Permissions are checked by the kernel (default_permissions); here
+        // only: nothing is writable.
+        if mask.contains(fuser::AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.attr_of(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl StrataFs {
+    /// The path of `ino` inside the mount, for messages.
+    fn path_of(&self, ino: Ino) -> String {
+        let Ok(t) = self.tree.read() else {
+            return format!("inode {ino}");
+        };
+        let mut parts: Vec<String> = Vec::new();
+        let mut at = ino;
+        while at != ROOT && parts.len() < 4096 {
+            let Some(n) = t.get(at) else { break };
+            let parent = n.parent;
+            let name = match &t.get(parent).map(|p| &p.body) {
+                Some(Body::Dir(c)) => c
+                    .iter()
+                    .find(|(_, v)| **v == at)
+                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned()),
+                _ => None,
+            };
+            parts.push(name.unwrap_or_else(|| "?".into()));
+            at = parent;
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_reach_the_kernel_as_stat_gave_them() {
+        let glibc = |major: u64, minor: u64| {
+            ((major & 0xfff) << 8)
+                | ((major & !0xfff) << 32)
+                | (minor & 0xff)
+                | ((minor & !0xff) << 12)
+        };
+        // /dev/null, /dev/sda1, and numbers past the old 8-bit limits.
+        assert_eq!(kernel_rdev(glibc(1, 3)), (1 << 8) | 3);
+        assert_eq!(kernel_rdev(glibc(8, 1)), (8 << 8) | 1);
+        assert_eq!(
+            kernel_rdev(glibc(259, 300)),
+            (300 & 0xff) | (259 << 8) | ((300 & !0xff) << 12)
+        );
+    }
+
+    #[test]
+    fn times_before_1970_are_kept() {
+        assert_eq!(
+            system_time(-1_500_000_000),
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
+        assert_eq!(system_time(2_000_000_001), UNIX_EPOCH + Duration::new(2, 1));
+    }
+}
