@@ -47,6 +47,8 @@ Port 22
 HostKey $work/host_key
 PidFile $work/sshd.pid
 AuthorizedKeysFile $work/authorized_keys
+# bash sources ~/.bashrc for sshd sessions unless SHLVL is set: keep it out
+SetEnv SHLVL=1
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no

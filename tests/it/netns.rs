@@ -331,6 +331,7 @@ impl Lab {
                  StrictModes no\n\
                  PermitUserEnvironment no\n\
                  PermitUserRC no\n\
+                 SetEnv SHLVL=1\n\
                  PrintMotd no\n\
                  PrintLastLog no\n\
                  UseDNS no\n\

@@ -255,6 +255,10 @@ fn sshd_config(d: &Path, port: u16, host_key: &Path, authorized_keys: &Path) -> 
     // and no Subsystem lines: clients cannot inject environment variables
     // and there is no sftp. PermitUserRC/PrintMotd/PrintLastLog off so
     // nothing but the command itself writes to the session's output.
+    // SHLVL=1: bash sources ~/.bashrc when it thinks sshd started it (no
+    // SHLVL yet); a .bashrc that runs slow or lock-taking tools (pyenv
+    // rehash waits 60 s on a lock a killed session left) must not reach
+    // the session. Starting at level 1 makes the shell level 2.
     format!(
         "ListenAddress 127.0.0.1\n\
          Port {port}\n\
@@ -270,6 +274,7 @@ fn sshd_config(d: &Path, port: u16, host_key: &Path, authorized_keys: &Path) -> 
          StrictModes no\n\
          PermitUserEnvironment no\n\
          PermitUserRC no\n\
+         SetEnv SHLVL=1\n\
          PrintMotd no\n\
          PrintLastLog no\n\
          UseDNS no\n\
