@@ -12,7 +12,7 @@ use crate::repo::Repository;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -218,6 +218,9 @@ impl Filesystem for StrataFs {
         if let Err(max) = config.set_max_readahead(1024 * 1024) {
             let _ = config.set_max_readahead(max);
         }
+        // Directory listings carry attributes (see `readdirplus`); an old
+        // kernel without it asks with lookups instead.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -330,41 +333,39 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if let Err(e) = self.ensure_loaded(ino.0) {
-            return reply.error(e);
+        let r = self.list(ino.0, offset, &mut |child, next, attr, name| {
+            reply.add(INodeNo(child), next, attr.kind, OsStr::from_bytes(name))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        let Ok(t) = self.tree.read() else {
-            return reply.error(Errno::EIO);
-        };
-        let Some(node) = t.get(ino.0) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let Body::Dir(children) = &node.body else {
-            return reply.error(Errno::ENOTDIR);
-        };
-        // Offsets: 1 after ".", 2 after "..", 3 + i after child i.
-        let dots = [(ino.0, &b"."[..]), (node.parent, &b".."[..])];
-        for (i, (child, name)) in dots.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(
+    }
+
+    /// readdir with each entry's attributes, so `ls -l` and `find -size`
+    /// cost no lookup per entry.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self.list(ino.0, offset, &mut |child, next, attr, name| {
+            reply.add(
                 INodeNo(child),
-                i as u64 + 1,
-                FileType::Directory,
+                next,
                 OsStr::from_bytes(name),
-            ) {
-                return reply.ok();
-            }
+                &TTL,
+                attr,
+                Generation(0),
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        let skip = (offset as usize).saturating_sub(2);
-        for (i, (name, &child)) in children.iter().enumerate().skip(skip) {
-            let kind = t
-                .get(child)
-                .map(|n| self.attr(child, &n.meta, &n.body).kind)
-                .unwrap_or(FileType::RegularFile);
-            if reply.add(INodeNo(child), i as u64 + 3, kind, OsStr::from_bytes(name)) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -416,6 +417,41 @@ impl Filesystem for StrataFs {
 }
 
 impl StrataFs {
+    /// Calls `add` for the entries of directory `ino` after `offset`
+    /// (".", "..", then the children in name order; an entry's offset is
+    /// its position + 1) until `add` says the reply is full.
+    fn list(
+        &self,
+        ino: Ino,
+        offset: u64,
+        add: &mut dyn FnMut(Ino, u64, &FileAttr, &[u8]) -> bool,
+    ) -> std::result::Result<(), Errno> {
+        self.ensure_loaded(ino)?;
+        let t = self.tree.read().map_err(|_| Errno::EIO)?;
+        let node = t.get(ino).ok_or(Errno::ENOENT)?;
+        let Body::Dir(children) = &node.body else {
+            return Err(Errno::ENOTDIR);
+        };
+        let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
+        let entries = dots.into_iter().chain(
+            children
+                .iter()
+                .map(|(name, &child)| (child, name.as_slice())),
+        );
+        for (i, (child, name)) in entries.enumerate().skip(offset as usize) {
+            let Some(n) = t.get(child) else { continue };
+            if add(
+                child,
+                i as u64 + 1,
+                &self.attr(child, &n.meta, &n.body),
+                name,
+            ) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The path of `ino` inside the mount, for messages.
     fn path_of(&self, ino: Ino) -> String {
         let Ok(t) = self.tree.read() else {
