@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Archives never change under a mount: the kernel may keep what it
@@ -26,6 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Chunks read ahead of a sequential reader.
 const READ_AHEAD_CHUNKS: usize = 4;
+
+/// Takes one directory entry (inode, next offset, attributes, name);
+/// returns true when the reply is full.
+type AddEntry<'a> = dyn FnMut(Ino, u64, &FileAttr, &[u8]) -> bool + 'a;
 
 /// Who the files belong to, when `-o uid=,gid=` override what is stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +57,9 @@ pub struct StrataFs {
     owner: Owner,
     /// Told of errors the kernel can only see as EIO.
     log: Box<dyn Fn(&str) + Send + Sync>,
+    /// Set once the whole tree is read: whether no entry has an extended
+    /// attribute (see `xattrs_absent`).
+    no_xattrs: OnceLock<bool>,
 }
 
 impl StrataFs {
@@ -72,6 +79,7 @@ impl StrataFs {
             next_fh: AtomicU64::new(1),
             owner,
             log,
+            no_xattrs: OnceLock::new(),
         }
     }
 
@@ -153,6 +161,28 @@ impl StrataFs {
         let t = self.tree.read().map_err(|_| Errno::EIO)?;
         let n = t.get(ino).ok_or(Errno::ENOENT)?;
         Ok(self.attr(ino, &n.meta, &n.body))
+    }
+
+    /// True when the whole tree is read and no entry has an extended
+    /// attribute. Then getxattr answers ENOSYS, which tells the kernel to
+    /// stop asking for the rest of the mount: `ls -l` asks two per file
+    /// (ACLs, SELinux label), each a trip to this process.
+    fn xattrs_absent(&self) -> bool {
+        if let Some(v) = self.no_xattrs.get() {
+            return *v;
+        }
+        if self.ensure_loaded(ROOT).is_err() {
+            return false;
+        }
+        let Ok(t) = self.tree.read() else {
+            return false;
+        };
+        if !t.complete() {
+            return false; // a repository mount with archives not read yet
+        }
+        let v = !t.any_xattrs();
+        let _ = self.no_xattrs.set(v);
+        v
     }
 
     fn xattrs(&self, ino: Ino) -> std::result::Result<Xattrs, Errno> {
@@ -374,6 +404,9 @@ impl Filesystem for StrataFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if self.xattrs_absent() {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.xattrs(ino.0) {
             Ok(x) => match x.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
                 Some((_, v)) => reply_xattr(reply, v, size),
@@ -384,6 +417,9 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if self.xattrs_absent() {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.xattrs(ino.0) {
             Ok(x) => {
                 let mut names = Vec::new();
@@ -420,12 +456,7 @@ impl StrataFs {
     /// Calls `add` for the entries of directory `ino` after `offset`
     /// (".", "..", then the children in name order; an entry's offset is
     /// its position + 1) until `add` says the reply is full.
-    fn list(
-        &self,
-        ino: Ino,
-        offset: u64,
-        add: &mut dyn FnMut(Ino, u64, &FileAttr, &[u8]) -> bool,
-    ) -> std::result::Result<(), Errno> {
+    fn list(&self, ino: Ino, offset: u64, add: &mut AddEntry) -> std::result::Result<(), Errno> {
         self.ensure_loaded(ino)?;
         let t = self.tree.read().map_err(|_| Errno::EIO)?;
         let node = t.get(ino).ok_or(Errno::ENOENT)?;

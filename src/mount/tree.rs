@@ -178,6 +178,16 @@ impl Tree {
         self.nodes.is_empty()
     }
 
+    /// Every lazy directory has been read.
+    pub fn complete(&self) -> bool {
+        !self.nodes.iter().any(|n| matches!(n.body, Body::Lazy(_)))
+    }
+
+    /// Some entry has an extended attribute.
+    pub fn any_xattrs(&self) -> bool {
+        self.nodes.iter().any(|n| !n.meta.xattrs.is_empty())
+    }
+
     /// The lazy source of `ino`, if it has not been read yet.
     pub fn pending(&self, ino: Ino) -> Option<Source> {
         match &self.get(ino)?.body {
