@@ -132,8 +132,11 @@ pub fn run(a: MountArgs, lock_wait: u64) -> Result<i32> {
         Some(name) => format!("{}::{name}", loc.repo),
         None => loc.repo.clone(),
     };
+    // Handlers first: a signal between mounting and serving must not kill
+    // the process and leave a dead mount behind.
+    let signals = stop_signals()?;
     let session = mount::mount(fs, &a.mountpoint, &fsname, options.access, threads)?;
-    watch_signals(a.mountpoint.clone())?;
+    watch_signals(signals, a.mountpoint.clone());
     if child {
         detach()?;
     }
@@ -192,20 +195,29 @@ fn redirect_std(null: &std::fs::File) -> Result<()> {
     Ok(())
 }
 
-/// SIGINT, SIGTERM and SIGHUP unmount (lazily if files are open there,
-/// so the process ends once they are closed).
-fn watch_signals(mountpoint: PathBuf) -> Result<()> {
+fn stop_signals() -> Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")
+}
+
+/// The first SIGINT, SIGTERM or SIGHUP unmounts (lazily if files are open
+/// there, so the process ends once they are closed); a second one ends the
+/// process at once. After a lazy detach the path is never unmounted again:
+/// something else may be mounted there by then.
+fn watch_signals(mut signals: signal_hook::iterator::Signals, mountpoint: PathBuf) {
     std::thread::spawn(move || {
+        let mut first = true;
         for _ in signals.forever() {
+            if !first {
+                std::process::exit(super::EXIT_ERROR);
+            }
+            first = false;
             if mount::unmount(&mountpoint, false).is_err() {
                 let _ = mount::unmount(&mountpoint, true);
             }
         }
     });
-    Ok(())
 }
 
 pub fn umount(a: UmountArgs) -> Result<i32> {

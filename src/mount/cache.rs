@@ -30,6 +30,20 @@ struct Inner {
     inflight: HashSet<BlobId>,
 }
 
+struct Flight<'a> {
+    cache: &'a ChunkCache,
+    id: BlobId,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.cache.inner.lock() {
+            inner.inflight.remove(&self.id);
+        }
+        self.cache.fetched.notify_all();
+    }
+}
+
 pub struct ChunkCache {
     source: Arc<dyn ChunkSource>,
     inner: Mutex<Inner>,
@@ -93,14 +107,17 @@ impl ChunkCache {
         }
         inner.inflight.insert(*id);
         drop(inner);
+        // Whatever happens to the fetch (even a panic), the chunk leaves
+        // `inflight` and the waiters wake, so none waits forever.
+        let flight = Flight {
+            cache: self,
+            id: *id,
+        };
         let got = self.source.chunk(id).map(Arc::new);
-        let mut inner = self.inner.lock().map_err(|_| Error::Interrupted)?;
-        inner.inflight.remove(id);
-        if let Ok(data) = &got {
+        if let (Ok(data), Ok(mut inner)) = (&got, self.inner.lock()) {
             self.insert(&mut inner, *id, data.clone());
         }
-        drop(inner);
-        self.fetched.notify_all();
+        drop(flight);
         got
     }
 

@@ -2,10 +2,9 @@
 //! Read-only: every call that would change something is refused with
 //! EROFS by the kernel (the mount is `ro`) or here.
 
+use super::build::{load_archive, load_versions};
 use super::cache::ChunkCache;
-use super::tree::{
-    Body, FileData, Ino, Meta, ROOT, Source, Tree, Xattrs, load_archive, load_versions,
-};
+use super::tree::{Body, FileData, Ino, Meta, ROOT, Source, Tree, Xattrs};
 use crate::archive::item::{KIND_BLOCKDEV, KIND_CHARDEV, KIND_FIFO};
 use crate::error::Result;
 use crate::repo::Repository;
@@ -157,10 +156,16 @@ impl StrataFs {
         }
     }
 
-    fn attr_of(&self, ino: Ino) -> std::result::Result<FileAttr, Errno> {
+    /// The attributes of `ino`, and how long the kernel may keep them: a
+    /// directory not read yet learns its link count when it is read.
+    fn attr_of(&self, ino: Ino) -> std::result::Result<(FileAttr, Duration), Errno> {
         let t = self.tree.read().map_err(|_| Errno::EIO)?;
         let n = t.get(ino).ok_or(Errno::ENOENT)?;
-        Ok(self.attr(ino, &n.meta, &n.body))
+        let ttl = match n.body {
+            Body::Lazy(_) => Duration::ZERO,
+            _ => TTL,
+        };
+        Ok((self.attr(ino, &n.meta, &n.body), ttl))
     }
 
     /// True when the whole tree is read and no entry has an extended
@@ -171,14 +176,13 @@ impl StrataFs {
         if let Some(v) = self.no_xattrs.get() {
             return *v;
         }
-        if self.ensure_loaded(ROOT).is_err() {
-            return false;
-        }
+        // Never read anything for this: a file manager's look at the
+        // mount point must not load every archive.
         let Ok(t) = self.tree.read() else {
             return false;
         };
         if !t.complete() {
-            return false; // a repository mount with archives not read yet
+            return false; // archives not read yet
         }
         let v = !t.any_xattrs();
         let _ = self.no_xattrs.set(v);
@@ -202,7 +206,18 @@ impl StrataFs {
             self.cache.read_ahead(ahead.map(|c| c.0));
         }
         for (i, start) in span {
-            let chunk = self.cache.get(&data.chunks[i].0)?;
+            let want = data.chunks[i];
+            let chunk = self.cache.get(&want.0)?;
+            // Extraction checks this too: a chunk of another length would
+            // shift every later byte of the reply.
+            if chunk.len() != want.1 as usize {
+                return Err(crate::error::Error::corrupt(format!(
+                    "chunk {} has {} bytes where the archive says {}",
+                    want.0.short(),
+                    chunk.len(),
+                    want.1
+                )));
+            }
             let from = offset.saturating_sub(start) as usize;
             let to = ((stop - start) as usize).min(chunk.len());
             if from < to {
@@ -263,7 +278,7 @@ impl Filesystem for StrataFs {
             Err(_) => return reply.error(Errno::EIO),
         };
         match found.map(|ino| self.attr_of(ino)) {
-            Some(Ok(attr)) => reply.entry(&TTL, &attr, Generation(0)),
+            Some(Ok((attr, ttl))) => reply.entry(&ttl, &attr, Generation(0)),
             Some(Err(e)) => reply.error(e),
             None => reply.error(Errno::ENOENT),
         }
@@ -271,7 +286,7 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr_of(ino.0) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e),
         }
     }
@@ -464,19 +479,17 @@ impl StrataFs {
             return Err(Errno::ENOTDIR);
         };
         let dots = [(ino, &b"."[..]), (node.parent, &b".."[..])];
-        let entries = dots.into_iter().chain(
+        let first_child = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
+        let entries = dots.into_iter().skip(offset.min(2) as usize).chain(
             children
-                .iter()
-                .map(|(name, &child)| (child, name.as_slice())),
+                .from(first_child)
+                .map(|(name, child)| (child, name)),
         );
-        for (i, (child, name)) in entries.enumerate().skip(offset as usize) {
+        let mut next = offset;
+        for (child, name) in entries {
+            next += 1;
             let Some(n) = t.get(child) else { continue };
-            if add(
-                child,
-                i as u64 + 1,
-                &self.attr(child, &n.meta, &n.body),
-                name,
-            ) {
+            if add(child, next, &self.attr(child, &n.meta, &n.body), name) {
                 break;
             }
         }
@@ -495,8 +508,8 @@ impl StrataFs {
             let parent = n.parent;
             let name = match &t.get(parent).map(|p| &p.body) {
                 Some(Body::Dir(c)) => c
-                    .iter()
-                    .find(|(_, v)| **v == at)
+                    .from(0)
+                    .find(|(_, v)| *v == at)
                     .map(|(k, _)| String::from_utf8_lossy(k).into_owned()),
                 _ => None,
             };

@@ -7,6 +7,7 @@
 //! and read-ahead in `cache`, the kernel's calls in `fs`. See
 //! docs/mount.md for the user's side.
 
+pub mod build;
 pub mod cache;
 pub mod fs;
 pub mod tree;
@@ -165,6 +166,12 @@ pub fn mount(
 /// Unmounts `mountpoint`; with `lazy`, even while files are open there
 /// (they stay readable until closed, then the mount goes).
 pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
+    if !is_strata_mount(mountpoint) {
+        return Err(Error::Mount(format!(
+            "{} is not a mount point of strata",
+            mountpoint.display()
+        )));
+    }
     let flags = if lazy {
         nix::mount::MntFlags::MNT_DETACH
     } else {
@@ -211,6 +218,56 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
         context: format!("unmounting {}", mountpoint.display()),
         source: std::io::Error::from_raw_os_error(errno as i32),
     })
+}
+
+/// The top mount at `mountpoint` is a FUSE mount (type `fuse`, or
+/// `fuse.strata` where the subtype is passed on): `strata umount` never
+/// unmounts a disk or anything else that is not FUSE.
+pub fn is_strata_mount(mountpoint: &Path) -> bool {
+    let Ok(want) = mountpoint.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    // Fields: id parent major:minor root mountpoint options ... - fstype
+    // source super-options; the last mount on a path is the one on top.
+    // Mount points are octal-escaped (a space is \040).
+    let mut top = None;
+    for line in info.lines() {
+        let mut fields = line.split(' ');
+        let Some(point) = fields.nth(4) else { continue };
+        let fstype = line.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+        if unescape_mountinfo(point).as_slice() == want.as_os_str().as_encoded_bytes() {
+            top = fstype.map(str::to_string);
+        }
+    }
+    matches!(top.as_deref(), Some("fuse" | "fuse.strata"))
+}
+
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(
+                    d.iter()
+                        .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn busy(mountpoint: &Path) -> Error {

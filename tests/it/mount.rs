@@ -94,6 +94,16 @@ fn a_mounted_repository_shows_every_archive_with_every_byte_and_attribute() {
         hard.ino(),
         std::fs::metadata(one.join("dir/sub/hard-c")).unwrap().ino()
     );
+    // Parents of the backed-up path are not in the archive: they belong to
+    // the mounting user and are closed to others.
+    use std::os::unix::fs::PermissionsExt;
+    let parent = std::fs::metadata(
+        mp.0.join("two")
+            .join(src.strip_prefix("/").unwrap().iter().next().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(parent.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(parent.uid(), rustix::process::geteuid().as_raw());
     // Read-only: nothing can be written, changed or removed.
     let err = std::fs::write(one.join("new"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc_erofs()), "{err}");
@@ -413,9 +423,116 @@ fn mount_errors_are_one_line_and_mount_nothing() {
         .args(["mount", &env.repo(), mp.s()])
         .output()
         .unwrap();
-    assert_eq!(wrong.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(2), "{err}");
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // umount touches only strata's own mounts.
+    fails(&["umount", "/proc"], "is not a mount point of strata");
     fails(&["umount", mp.s()], "is not a mount point");
     assert!(!mounted(&mp.0));
     assert!(no_lock_left(&env));
+}
+
+/// `runuser -u nobody -- COMMAND`: succeeded?
+fn as_nobody(args: &[&str]) -> bool {
+    std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn other_users_see_nothing_by_default_and_only_what_modes_allow_with_allow_other() {
+    let env = Env::new();
+    // The test directory must be reachable by `nobody` to reach the mount.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("open")).unwrap();
+    std::fs::create_dir_all(src.join("closed")).unwrap();
+    std::fs::write(src.join("open/readme"), b"public\n").unwrap();
+    std::fs::write(src.join("closed/secret"), b"private\n").unwrap();
+    std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.init(&[]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    let mp = MountPoint::new(&env, "mnt");
+    std::fs::set_permissions(&mp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok(&["mount", &env.repo(), mp.s()]);
+    assert!(
+        !as_nobody(&["ls", mp.s()]),
+        "FUSE lets only the mounting user in"
+    );
+    env.ok(&["umount", mp.s()]);
+    env.ok(&["mount", "-o", "allow_other", &env.repo(), mp.s()]);
+    let inside = restored(&mp.0.join("a"), &src);
+    assert!(as_nobody(&["ls", mp.0.join("a").to_str().unwrap()]));
+    // The parents of the backed-up path are not stored: closed to others,
+    // so neither file is reachable for them, whatever its own mode.
+    assert!(!as_nobody(&[
+        "cat",
+        inside.join("open/readme").to_str().unwrap()
+    ]));
+    env.ok(&["umount", mp.s()]);
+    // uid= shows every entry as nobody's: now the parents let them in.
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+    env.ok(&[
+        "mount",
+        "-o",
+        &format!("allow_other,uid={nobody}"),
+        &env.repo(),
+        mp.s(),
+    ]);
+    assert!(as_nobody(&[
+        "cat",
+        inside.join("open/readme").to_str().unwrap()
+    ]));
+    env.ok(&["umount", mp.s()]);
+}
+
+#[test]
+fn a_directory_of_thousands_lists_whole_across_many_batches() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let n = 5000;
+    for i in 0..n {
+        std::fs::write(src.join(format!("file-with-a-longish-name-{i:05}")), b"").unwrap();
+    }
+    env.init(&[]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    let mp = MountPoint::new(&env, "mnt");
+    env.ok(&["mount", &format!("{}::a", env.repo()), mp.s()]);
+    let inside = restored(&mp.0, &src);
+    let mut seen: Vec<String> = std::fs::read_dir(&inside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let listed = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(listed, n, "no entry is listed twice or skipped");
+    assert_eq!(seen.len(), n);
+    assert_eq!(seen[0], "file-with-a-longish-name-00000");
+    assert_eq!(
+        seen[n - 1],
+        format!("file-with-a-longish-name-{:05}", n - 1)
+    );
+    env.ok(&["umount", mp.s()]);
 }
