@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
+use std::io::Write;
 use strata::selftest::{self, bench};
 
 #[derive(Args, Debug)]
@@ -37,35 +38,46 @@ pub struct SelftestArgs {
 }
 
 pub fn run(a: SelftestArgs) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    // The first write error (a closed pipe) ends the command; see cli::run.
+    let mut io: std::io::Result<()> = Ok(());
     let verbose = a.verbose;
     let report = selftest::run_with(selftest::all(), &mut |kat, failure| {
-        if verbose {
-            match failure {
-                None => println!("ok     {:<44} {}", kat.name, kat.want),
-                Some(f) => println!("FAILED {:<44} {}", kat.name, f.detail),
-            }
+        if verbose && io.is_ok() {
+            io = match failure {
+                None => writeln!(out, "ok     {:<44} {}", kat.name, kat.want),
+                Some(f) => writeln!(out, "FAILED {:<44} {}", kat.name, f.detail),
+            };
         }
-    })
-    .map_err(strata::Error::from)?;
-    println!(
+    });
+    std::mem::replace(&mut io, Ok(()))?;
+    let report = report.map_err(strata::Error::from)?;
+    writeln!(
+        out,
         "selftest: {} known-answer tests passed on {}; AES instructions: {}, default cipher {}",
         report.passed,
         report.platform,
         if report.aes_instructions { "yes" } else { "no" },
         report.default_cipher.name()
-    );
-    if a.bench {
-        if !(a.seconds.is_finite() && a.seconds >= 0.0) {
-            anyhow::bail!("--seconds must be a number of seconds, 0 or more");
-        }
-        let opts = bench::BenchOptions {
-            seconds: a.seconds,
-            ..Default::default()
-        };
-        println!("{:<36} {:>10}", "primitive (1 MiB per call)", "MB/s");
-        bench::run(&opts, &mut |r| {
-            println!("{:<36} {:>10.1}  {}", r.name, r.mb_per_s(), r.note);
-        })?;
+    )?;
+    if !a.bench {
+        return Ok(super::EXIT_OK);
     }
+    if !(a.seconds.is_finite() && a.seconds >= 0.0) {
+        anyhow::bail!("--seconds must be a number of seconds, 0 or more");
+    }
+    let opts = bench::BenchOptions {
+        seconds: a.seconds,
+        ..Default::default()
+    };
+    writeln!(out, "{:<36} {:>10}", "primitive (1 MiB per call)", "MB/s")?;
+    out.flush()?;
+    bench::run(&opts, &mut |r| {
+        if io.is_ok() {
+            io = writeln!(out, "{:<36} {:>10.1}  {}", r.name, r.mb_per_s(), r.note)
+                .and_then(|_| out.flush());
+        }
+    })?;
+    io?;
     Ok(super::EXIT_OK)
 }
