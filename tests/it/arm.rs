@@ -1,0 +1,309 @@
+//! The Raspberry Pi builds (issue 11): the aarch64 and armv7 binaries that
+//! scripts/test.sh cross-builds (`cargo build --profile arm --target ...`),
+//! run under qemu-user. They must pass their selftest, round-trip a tree
+//! exactly, and share repositories with the x86_64 binary both ways.
+
+use crate::util::*;
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// One build of strata and how to run it on this machine.
+#[derive(Clone, Copy, Debug)]
+enum Build {
+    Host,
+    Aarch64,
+    Armv7,
+}
+
+impl Build {
+    fn triple(self) -> &'static str {
+        match self {
+            Build::Host => "host",
+            Build::Aarch64 => "aarch64-unknown-linux-gnu",
+            Build::Armv7 => "armv7-unknown-linux-gnueabihf",
+        }
+    }
+
+    /// `std::env::consts::ARCH` of the build, as its selftest prints it.
+    fn arch(self) -> &'static str {
+        match self {
+            Build::Host => std::env::consts::ARCH,
+            Build::Aarch64 => "aarch64 (64-bit, little-endian)",
+            Build::Armv7 => "arm (32-bit, little-endian)",
+        }
+    }
+
+    /// The same runners as .cargo/config.toml (assert_cmd does not read it).
+    fn qemu(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Build::Host => None,
+            Build::Aarch64 => Some(("qemu-aarch64-static", "/usr/aarch64-linux-gnu")),
+            Build::Armv7 => Some(("qemu-arm-static", "/usr/arm-linux-gnueabihf")),
+        }
+    }
+
+    fn binary(self) -> PathBuf {
+        if let Build::Host = self {
+            return assert_cmd::cargo::cargo_bin("strata");
+        }
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(self.triple())
+            .join("arm/strata");
+        assert!(
+            p.exists(),
+            "{} is missing: scripts/test.sh builds it (cargo build --profile arm --target {}; \
+             needs the Debian cross compilers and qemu-user-static it installs)",
+            p.display(),
+            self.triple()
+        );
+        p
+    }
+
+    /// A `strata` command of this build with `env`'s client setup.
+    fn std_cmd(self, env: &Env) -> std::process::Command {
+        let mut c = match self.qemu() {
+            None => std::process::Command::new(self.binary()),
+            Some((qemu, sysroot)) => {
+                let mut c = std::process::Command::new(qemu);
+                c.arg("-L").arg(sysroot).arg(self.binary());
+                c
+            }
+        };
+        c.env("STRATA_PASSPHRASE", "test passphrase")
+            .env("STRATA_CACHE_DIR", env.path("cache"))
+            .env("STRATA_KEYS_DIR", env.path("keys"))
+            .env("STRATA_INSECURE_FAST_KDF", "1")
+            .env_remove("STRATA_REPO")
+            .env_remove("STRATA_PASSCOMMAND")
+            .env_remove("STRATA_FAULT_CRASH_AT")
+            .current_dir(env.dir.path());
+        c
+    }
+
+    fn cmd(self, env: &Env) -> Command {
+        Command::from_std(self.std_cmd(env))
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(self, env: &Env, args: &[&str]) -> String {
+        let out = self.cmd(env).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{self:?}: strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn selftest_passes(b: Build) {
+    let out = b.ok(&Env::new(), &["selftest", "--verbose"]);
+    let n = strata::selftest::all().len();
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        n,
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{n} known-answer tests passed on {}", b.arch())),
+        "{out}"
+    );
+    if let Build::Armv7 = b {
+        // No AES instructions for 32-bit ARM code: ChaCha20 by default.
+        assert!(
+            out.contains("AES instructions: no, default cipher chacha20-poly1305"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn arm_aarch64_selftest_passes_under_qemu() {
+    selftest_passes(Build::Aarch64);
+}
+
+#[test]
+fn arm_armv7_selftest_passes_under_qemu() {
+    selftest_passes(Build::Armv7);
+}
+
+/// Under emulation the figures mean nothing; every primitive must run.
+fn bench_runs(b: Build) {
+    let out = b.ok(&Env::new(), &["selftest", "--bench", "--seconds", "0"]);
+    let mut names = vec![
+        "chunker fastcdc-2020".to_string(),
+        "blake3 keyed".into(),
+        "aes-256-gcm seal".into(),
+        "aes-256-gcm open".into(),
+        "chacha20-poly1305 seal".into(),
+        "chacha20-poly1305 open".into(),
+    ];
+    for c in strata::selftest::bench::COMPRESSORS {
+        names.push(format!("{c} compress"));
+        names.push(format!("{c} decompress"));
+    }
+    for name in names {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&name))
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{out}"));
+        let mbs: f64 = line[36..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(mbs > 0.0, "{line}");
+    }
+}
+
+#[test]
+fn arm_aarch64_selftest_bench_runs_under_qemu() {
+    bench_runs(Build::Aarch64);
+}
+
+#[test]
+fn arm_armv7_selftest_bench_runs_under_qemu() {
+    bench_runs(Build::Armv7);
+}
+
+/// `create` with one build, `extract` and `check --verify-data` with
+/// another: every byte and every piece of metadata comes back.
+fn extract_and_verify(env: &Env, b: Build, archive: &str, src: &Path, dest: &str) {
+    let dest = env.path(dest);
+    std::fs::create_dir(&dest).unwrap();
+    b.cmd(env)
+        .args(["extract", "--sparse", archive])
+        .current_dir(&dest)
+        .assert()
+        .success();
+    assert_same_tree(src, &restored(&dest, src));
+    let check = b.ok(env, &["check", "--verify-data", "--json", &env.repo()]);
+    let v: serde_json::Value = serde_json::from_str(&check).unwrap();
+    assert_eq!(
+        v["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{b:?}: {check}"
+    );
+}
+
+fn round_trip(b: Build) {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    b.ok(&env, &["init", "-e", "repokey", &env.repo()]);
+    let archive = format!("{}::pi", env.repo());
+    b.ok(&env, &["create", &archive, src.to_str().unwrap()]);
+    let list = b.ok(&env, &["list", &env.repo()]);
+    assert!(list.starts_with("pi "), "{list}");
+    extract_and_verify(&env, b, &archive, &src, "restore");
+}
+
+#[test]
+fn arm_aarch64_round_trip_under_qemu() {
+    round_trip(Build::Aarch64);
+}
+
+#[test]
+fn arm_armv7_round_trip_under_qemu() {
+    round_trip(Build::Armv7);
+}
+
+/// A repository written on x86_64 (AES-256-GCM, as an x86 host picks) is
+/// read, extracted and verified by both ARM builds; the armv7 build then
+/// adds an archive to it, which x86_64 and aarch64 read back.
+#[test]
+fn arm_repositories_cross_architectures_both_ways() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    Build::Host.ok(
+        &env,
+        &[
+            "init",
+            "-e",
+            "repokey",
+            "--cipher",
+            "aes-256-gcm",
+            &env.repo(),
+        ],
+    );
+    let x86 = format!("{}::from-x86", env.repo());
+    Build::Host.ok(&env, &["create", &x86, src.to_str().unwrap()]);
+    extract_and_verify(&env, Build::Aarch64, &x86, &src, "x86-on-aarch64");
+    extract_and_verify(&env, Build::Armv7, &x86, &src, "x86-on-armv7");
+
+    // New data written by the 32-bit build: more than 4 GiB of offsets
+    // never arise here, but every length, count and id crosses over.
+    std::fs::write(src.join("from-the-pi.bin"), random("pi", 5 << 20)).unwrap();
+    let arm = format!("{}::from-armv7", env.repo());
+    Build::Armv7.ok(&env, &["create", &arm, src.to_str().unwrap()]);
+    extract_and_verify(&env, Build::Host, &arm, &src, "armv7-on-x86");
+    extract_and_verify(&env, Build::Aarch64, &arm, &src, "armv7-on-aarch64");
+    let list = Build::Host.ok(&env, &["list", "--short", &env.repo()]);
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        ["from-x86", "from-armv7"],
+        "{list}"
+    );
+}
+
+/// A repository made entirely by the armv7 build (ChaCha20-Poly1305, its
+/// default) is read by x86_64.
+#[test]
+fn arm_armv7_repository_reads_on_x86() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    Build::Armv7.ok(&env, &["init", "-e", "repokey", &env.repo()]);
+    let info = Build::Host.ok(&env, &["info", "--json", &env.repo()]);
+    assert!(info.contains("chacha20-poly1305"), "{info}");
+    let archive = format!("{}::pi", env.repo());
+    Build::Armv7.ok(&env, &["create", &archive, src.to_str().unwrap()]);
+    extract_and_verify(&env, Build::Host, &archive, &src, "restore");
+}
+
+/// The ARM daemon runs its selftest before anything else.
+#[test]
+fn arm_aarch64_daemon_runs_the_selftest_at_start() {
+    let env = Env::new();
+    let cfg = env.path("strata.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[node]\nname = \"pi\"\n",
+            env.path("state").display()
+        ),
+    )
+    .unwrap();
+    let log = env.path("daemon.log");
+    let mut child = Build::Aarch64
+        .std_cmd(&env)
+        .args(["daemon", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the daemon to start", || {
+        read().contains("strata daemon on pi")
+    });
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    let text = read();
+    assert!(status.success(), "{text}");
+    let n = strata::selftest::all().len();
+    let selftest = text
+        .find(&format!(
+            "selftest: {n} known-answer tests passed on aarch64"
+        ))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        selftest < text.find("strata daemon on pi").unwrap(),
+        "{text}"
+    );
+}
