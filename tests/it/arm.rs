@@ -307,3 +307,157 @@ fn arm_aarch64_daemon_runs_the_selftest_at_start() {
         "{text}"
     );
 }
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `scripts/release.sh package` for one architecture; returns the .deb.
+fn package(arch: &str, b: Build, dist: &Path) -> PathBuf {
+    run_ok(
+        std::process::Command::new(repo_root().join("scripts/release.sh"))
+            .args(["package", arch])
+            .arg(b.binary())
+            .arg(dist)
+            .env("DEB_COMPRESSION", "none"),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let deb = dist.join(format!("strata_{version}_{arch}.deb"));
+    assert!(deb.exists(), "no {}", deb.display());
+    deb
+}
+
+/// The .deb of each architecture holds the binary (which passes its
+/// selftest), the systemd units pointing at /usr/bin, the default config
+/// as a conffile (and it is valid), and creates the strata user.
+#[test]
+fn arm_release_debs_hold_what_they_must() {
+    let env = Env::new();
+    let dist = env.path("dist");
+    for (arch, b) in [
+        ("arm64", Build::Aarch64),
+        ("armhf", Build::Armv7),
+        ("amd64", Build::Host),
+    ] {
+        let deb = package(arch, b, &dist);
+        let info = run_ok(
+            std::process::Command::new("dpkg-deb")
+                .arg("--info")
+                .arg(&deb),
+        );
+        for want in [
+            "Package: strata".to_string(),
+            format!("Architecture: {arch}"),
+            format!("Version: {}", env!("CARGO_PKG_VERSION")),
+            "conffiles".into(),
+            "postinst".into(),
+        ] {
+            assert!(info.contains(&want), "{arch}: no `{want}` in\n{info}");
+        }
+        let depends = info
+            .lines()
+            .find(|l| l.trim().starts_with("Depends:"))
+            .unwrap();
+        assert!(
+            depends.contains("libc6 (>= 2.") && depends.contains("adduser"),
+            "{depends}"
+        );
+        let contents = run_ok(
+            std::process::Command::new("dpkg-deb")
+                .arg("--contents")
+                .arg(&deb),
+        );
+        for path in [
+            "./usr/bin/strata",
+            "./lib/systemd/system/strata.service",
+            "./lib/systemd/system/strata-backup.service",
+            "./lib/systemd/system/strata-backup.timer",
+            "./etc/strata/strata.toml",
+            "./usr/share/doc/strata/arm.md",
+        ] {
+            assert!(
+                contents.lines().any(|l| l.ends_with(path)),
+                "{arch}: no {path} in\n{contents}"
+            );
+        }
+        let ctl = env.path(&format!("control-{arch}"));
+        run_ok(
+            std::process::Command::new("dpkg-deb")
+                .arg("--control")
+                .arg(&deb)
+                .arg(&ctl),
+        );
+        assert_eq!(
+            std::fs::read_to_string(ctl.join("conffiles")).unwrap(),
+            "/etc/strata/strata.toml\n"
+        );
+        let postinst = std::fs::read_to_string(ctl.join("postinst")).unwrap();
+        assert!(postinst.contains("adduser --system"), "{postinst}");
+        for script in ["postinst", "prerm", "postrm"] {
+            run_ok(
+                std::process::Command::new("sh")
+                    .arg("-n")
+                    .arg(ctl.join(script)),
+            );
+        }
+        let root = env.path(&format!("root-{arch}"));
+        run_ok(
+            std::process::Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(&root),
+        );
+        let unit = std::fs::read_to_string(root.join("lib/systemd/system/strata.service")).unwrap();
+        assert!(
+            unit.contains("ExecStart=/usr/bin/strata daemon") && !unit.contains("/usr/local"),
+            "{unit}"
+        );
+        // The packaged binary itself, on its own architecture.
+        let mut selftest = match b.qemu() {
+            None => std::process::Command::new(root.join("usr/bin/strata")),
+            Some((qemu, sysroot)) => {
+                let mut c = std::process::Command::new(qemu);
+                c.arg("-L").arg(sysroot).arg(root.join("usr/bin/strata"));
+                c
+            }
+        };
+        let out = run_ok(selftest.arg("selftest"));
+        assert!(out.contains("known-answer tests passed"), "{out}");
+        Build::Host.ok(
+            &env,
+            &[
+                "config",
+                "check",
+                "-c",
+                root.join("etc/strata/strata.toml").to_str().unwrap(),
+            ],
+        );
+    }
+    run_ok(
+        std::process::Command::new(repo_root().join("scripts/release.sh"))
+            .arg("checksums")
+            .arg(&dist),
+    );
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums.lines().count(),
+        6,
+        "3 packages, 3 bare binaries:\n{sums}"
+    );
+    run_ok(
+        std::process::Command::new("sha256sum")
+            .args(["--check", "--strict", "SHA256SUMS"])
+            .current_dir(&dist),
+    );
+}
