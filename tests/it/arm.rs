@@ -461,3 +461,70 @@ fn arm_release_debs_hold_what_they_must() {
             .current_dir(&dist),
     );
 }
+
+/// The Debian root that scripts/ansible-prepare.sh (run by test.sh) caches.
+const ROOTFS: &str = "/var/cache/strata-ci/bookworm-rootfs.tar.zst";
+
+fn chroot(root: &Path, args: &[&str]) -> String {
+    run_ok(std::process::Command::new("chroot").arg(root).args(args))
+}
+
+/// The arm64 package installs into a throw-away Debian root (arm64 added as
+/// a foreign architecture there; its libc6:arm64 is not, hence
+/// --force-depends): postinst creates the strata user, the conffile
+/// survives a reinstall with local edits, purge keeps /var/lib/strata.
+#[test]
+fn arm_release_deb_installs_into_a_debian_root() {
+    assert!(
+        Path::new(ROOTFS).exists(),
+        "{ROOTFS} is missing: scripts/test.sh makes it (scripts/ansible-prepare.sh)"
+    );
+    let env = Env::new();
+    let deb = package("arm64", Build::Aarch64, &env.path("dist"));
+    let root = env.path("root");
+    std::fs::create_dir(&root).unwrap();
+    run_ok(
+        std::process::Command::new("tar")
+            .args(["--zstd", "-xpf", ROOTFS, "-C"])
+            .arg(&root),
+    );
+    std::fs::copy(&deb, root.join("tmp/strata.deb")).unwrap();
+    let install = ["dpkg", "--force-depends", "-i", "/tmp/strata.deb"];
+    chroot(&root, &["dpkg", "--add-architecture", "arm64"]);
+    chroot(&root, &install);
+    let user = chroot(&root, &["getent", "passwd", "strata"]);
+    assert!(
+        user.trim_end().ends_with(":/var/lib/strata:/bin/sh"),
+        "{user}"
+    );
+    assert!(root.join("var/lib/strata").is_dir());
+    let status = chroot(&root, &["dpkg", "-s", "strata"]);
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    assert!(status.contains("/etc/strata/strata.toml"), "{status}");
+    // The installed binary and config work together.
+    let (qemu, sysroot) = Build::Aarch64.qemu().unwrap();
+    let out = run_ok(
+        std::process::Command::new(qemu)
+            .args(["-L", sysroot])
+            .arg(root.join("usr/bin/strata"))
+            .args(["config", "check", "-c"])
+            .arg(root.join("etc/strata/strata.toml")),
+    );
+    assert!(out.contains("ok (0 repositories, 0 jobs)"), "{out}");
+
+    // A local edit survives a reinstall; postinst runs again quietly.
+    let conf = root.join("etc/strata/strata.toml");
+    let edited = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("localhost", "pi-home");
+    std::fs::write(&conf, &edited).unwrap();
+    chroot(&root, &install);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
+
+    chroot(&root, &["dpkg", "--purge", "strata"]);
+    assert!(!conf.exists() && !root.join("usr/bin/strata").exists());
+    assert!(
+        root.join("var/lib/strata").is_dir(),
+        "purge must keep the data"
+    );
+}
