@@ -260,6 +260,21 @@ mod tests {
         assert!(log_text(5, 1000).starts_with(b"2026-11-25T"));
     }
 
+    /// Writes src/selftest/known/*.bin from this build's compressors.
+    #[test]
+    #[ignore]
+    fn write_known_forms() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/selftest/known");
+        for (spec, _) in kats::KNOWN_FORMS {
+            let form = crate::compress::Compression::parse(spec)
+                .unwrap()
+                .compress(&kats::known_input());
+            assert_ne!(form[0], crate::compress::COMPRESSION_NONE, "{spec}");
+            let file = spec.split(',').next().unwrap();
+            std::fs::write(dir.join(format!("{file}.bin")), form).unwrap();
+        }
+    }
+
     /// Prints the current answers, for pinning in kats.rs.
     #[test]
     #[ignore]
