@@ -105,8 +105,10 @@ CONTROL
 }
 
 checksums() {
-  (cd "$1" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%P\n' | sort \
-    | xargs sha256sum >SHA256SUMS)
+  local sums
+  sums=$(cd "$1" && find . -maxdepth 1 -type f ! -name SHA256SUMS -printf '%P\n' | sort \
+    | xargs sha256sum)
+  printf '%s\n' "$sums" >"$1/SHA256SUMS"
   echo "$1/SHA256SUMS"
 }
 
@@ -115,8 +117,14 @@ build_all() {
   rm -rf "$out"
   for arch in amd64 arm64 armhf; do
     triple=$(triple_of "$arch")
-    cargo build --locked --profile "$PROFILE" --target "$triple"
-    bin="target/$triple/$PROFILE/strata"
+    if [ "$triple" = "$(rustc -vV | sed -n 's/^host: //p')" ]; then
+      # The host's own build (and its target directory) is the same thing.
+      cargo build --locked --profile "$PROFILE"
+      bin="target/$PROFILE/strata"
+    else
+      cargo build --locked --profile "$PROFILE" --target "$triple"
+      bin="target/$triple/$PROFILE/strata"
+    fi
     # Never ship a build that fails its known answers on its own platform.
     # shellcheck disable=SC2046
     $(runner_of "$arch") "$bin" selftest
