@@ -18,7 +18,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 PROFILE=${PROFILE:-release}
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+# File times in the packages: the last commit's. Not exported: build
+# scripts watch SOURCE_DATE_EPOCH, and setting it would rebuild everything.
+EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 triple_of() {
   case "$1" in
@@ -98,8 +100,8 @@ Description: deduplicating, compressing, encrypting backup with an off-site tier
 CONTROL
   (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' \
     | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
-  find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-  dpkg-deb --root-owner-group "-Z${DEB_COMPRESSION:-xz}" --build "$stage" "$out/strata_${VERSION}_${arch}.deb" >/dev/null
+  find "$stage" -exec touch -h -d "@$EPOCH" {} +
+  SOURCE_DATE_EPOCH=$EPOCH dpkg-deb --root-owner-group "-Z${DEB_COMPRESSION:-xz}" --build "$stage" "$out/strata_${VERSION}_${arch}.deb" >/dev/null
   install -m 0755 "$stage/usr/bin/strata" "$out/strata-$VERSION-$triple"
   echo "$out/strata_${VERSION}_${arch}.deb (libc6 >= $glibc)"
 }
