@@ -5,7 +5,7 @@
 # a bare binary, with SHA256SUMS, in dist/.
 #
 #   scripts/release.sh                          build and package all three
-#   PROFILE=arm scripts/release.sh              faster build ([profile.arm])
+#   PROFILE=dev scripts/release.sh              another cargo profile
 #   scripts/release.sh package ARCH BINARY DIR  package a built binary (ARCH:
 #                                               amd64, arm64 or armhf)
 #   scripts/release.sh checksums DIR            write DIR/SHA256SUMS

@@ -240,7 +240,7 @@ fn key_file() -> Answer {
 }
 
 fn cuts(p: ChunkerParams, data: &[u8]) -> Answer {
-    let c = Chunker::new(p, &keys(None).derived_secrets()[4]);
+    let c = Chunker::new(p, &keys(None).chunker_seed);
     let mut lens = Vec::new();
     for chunk in c.chunks(data) {
         lens.push(chunk.map_err(|e| e.to_string())?.len().to_string());

@@ -1,5 +1,5 @@
 //! The Raspberry Pi builds (issue 11): the aarch64 and armv7 binaries that
-//! scripts/test.sh cross-builds (`cargo build --profile arm --target ...`),
+//! scripts/test.sh cross-builds (`cargo build --release --target ...`),
 //! run under qemu-user. They must pass their selftest, round-trip a tree
 //! exactly, and share repositories with the x86_64 binary both ways.
 
@@ -50,10 +50,10 @@ impl Build {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join(self.triple())
-            .join("arm/strata");
+            .join("release/strata");
         assert!(
             p.exists(),
-            "{} is missing: scripts/test.sh builds it (cargo build --profile arm --target {}; \
+            "{} is missing: scripts/test.sh builds it (cargo build --release --target {}; \
              needs the Debian cross compilers and qemu-user-static it installs)",
             p.display(),
             self.triple()
