@@ -34,6 +34,12 @@ command -v fusermount3 >/dev/null || missing+=(fuse3)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# Cross compilers with their libc, and qemu-user, for the Raspberry Pi
+# builds that tests/it/arm.rs runs (docs/arm.md).
+for p in gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross \
+  gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -41,6 +47,9 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+  rustup target list --installed | grep -x "$t" >/dev/null || rustup target add "$t"
+done
 # playwright-core (no browser download: it drives Debian's chromium).
 want=$(node -p "require('./tests/browser/package-lock.json').packages['node_modules/playwright-core'].version")
 have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/package.json').version } catch (e) { '' }")
@@ -50,6 +59,13 @@ scripts/ansible-prepare.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The Raspberry Pi release binaries (target/<triple>/release/strata) that
+# tests/it/arm.rs runs under qemu-user: about 6 minutes each on 2 cores.
+for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+  start=$SECONDS
+  cargo build --locked --release --target "$t"
+  echo "built $t in $((SECONDS - start)) s"
+done
 cargo nextest run --locked --no-fail-fast
 # the README's first command must keep working
 cargo run --quiet --locked -- demo >/dev/null

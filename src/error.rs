@@ -88,6 +88,9 @@ pub enum Error {
     NoReplica { tier: String, name: String },
     #[error("unsupported repository: {0}")]
     Unsupported(String),
+    /// A known-answer test failed: this build is broken on this machine.
+    #[error(transparent)]
+    Selftest(#[from] crate::selftest::SelftestError),
     #[error("interrupted")]
     Interrupted,
     /// Mounting or unmounting failed; the message names the fix.

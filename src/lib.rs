@@ -16,6 +16,7 @@ pub mod id;
 pub mod mount;
 pub mod ops;
 pub mod repo;
+pub mod selftest;
 pub mod web;
 
 pub use error::{Error, Result};

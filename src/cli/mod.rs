@@ -18,6 +18,7 @@ mod cmd_prune;
 mod cmd_replicas;
 mod cmd_replicate;
 mod cmd_restore_repo;
+mod cmd_selftest;
 mod cmd_serve;
 mod cmd_web;
 pub mod common;
@@ -136,6 +137,9 @@ pub enum Command {
     BreakLock(cmd_init::BreakLockArgs),
     /// A guided tour: back up a sample tree, list, restore, verify, show stats.
     Demo(demo::DemoArgs),
+    /// Check this build against known answers (crypto, chunker, compression,
+    /// formats); --bench measures each primitive's speed.
+    Selftest(cmd_selftest::SelftestArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -184,6 +188,7 @@ pub fn run() -> i32 {
         Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),
+        Command::Selftest(a) => cmd_selftest::run(a),
     };
     match result {
         Ok(code) => code,

@@ -148,7 +148,7 @@ fn key_aad(repo_id: &str) -> Vec<u8> {
     aad
 }
 
-fn derive_kek(kdf: &KdfParams, passphrase: &[u8]) -> Result<[u8; 32]> {
+pub(crate) fn derive_kek(kdf: &KdfParams, passphrase: &[u8]) -> Result<[u8; 32]> {
     if kdf.algorithm != "argon2id" {
         return Err(Error::Unsupported(format!(
             "key derivation `{}`",

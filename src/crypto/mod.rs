@@ -145,7 +145,13 @@ impl Cipher {
     /// (Raspberry Pi 3/4 have none; software AES there is slow and not
     /// constant-time).
     pub fn default_for_cpu() -> Self {
-        if cpu_has_aes() {
+        Self::default_for(cpu_has_aes())
+    }
+
+    /// The default cipher of a CPU with (or without) usable AES
+    /// instructions; [`cpu_has_aes`] answers for this one.
+    pub fn default_for(has_aes: bool) -> Self {
+        if has_aes {
             Self::Aes256Gcm
         } else {
             Self::Chacha20Poly1305
@@ -160,19 +166,24 @@ impl Cipher {
     }
 }
 
+/// Whether this CPU has AES instructions that the `aes` crate uses. On
+/// aarch64 that is FEAT_AES with FEAT_PMULL (the GHASH multiply), present
+/// on the Pi 5 and absent on the Pi 3/4. On 32-bit ARM the answer is always
+/// no: even an ARMv8 core running a 32-bit OS gets only the crate's
+/// portable (bitsliced) AES, much slower than ChaCha20 there.
 #[cfg(target_arch = "x86_64")]
-fn cpu_has_aes() -> bool {
+pub fn cpu_has_aes() -> bool {
     std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
 }
 
 #[cfg(target_arch = "aarch64")]
-fn cpu_has_aes() -> bool {
+pub fn cpu_has_aes() -> bool {
     std::arch::is_aarch64_feature_detected!("aes")
         && std::arch::is_aarch64_feature_detected!("pmull")
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn cpu_has_aes() -> bool {
+pub fn cpu_has_aes() -> bool {
     false
 }
 
@@ -220,6 +231,17 @@ impl RepoKeys {
             enc_key: [0; 32],
             chunker_seed: public_chunker_seed,
         }
+    }
+
+    /// Every derived secret, in a fixed order, for `strata selftest`.
+    pub(crate) fn derived_secrets(&self) -> [[u8; 32]; 5] {
+        [
+            self.id_key.unwrap_or([0; 32]),
+            self.meta_id_key,
+            self.mac_key,
+            self.enc_key,
+            self.chunker_seed,
+        ]
     }
 
     /// Content id of a blob's plaintext. File data uses the chunk id key
@@ -297,17 +319,23 @@ impl Sealer {
     pub fn new(keys: RepoKeys) -> Result<Self> {
         let mut session_id = [0u8; SESSION_ID_LEN];
         random_bytes(&mut session_id)?;
+        Ok(Self::with_session(keys, session_id))
+    }
+
+    /// A session with a chosen id, for `strata selftest`'s known answers
+    /// only: two sealers with one id and one key would reuse nonces.
+    pub(crate) fn with_session(keys: RepoKeys, session_id: [u8; SESSION_ID_LEN]) -> Self {
         let own = keys
             .cipher
             .filter(|_| keys.mode.encrypts())
             .map(|c| Arc::new(SessionCipher::new(c, &keys.enc_key, &session_id)));
-        Ok(Self {
+        Self {
             keys,
             session_id,
             counter: AtomicU64::new(0),
             own,
             others: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     pub fn keys(&self) -> &RepoKeys {
@@ -513,6 +541,20 @@ mod tests {
                 .unwrap(),
             b"x"
         );
+    }
+
+    #[test]
+    fn default_cipher_follows_aes_detection() {
+        assert_eq!(Cipher::default_for(true), Cipher::Aes256Gcm);
+        assert_eq!(Cipher::default_for(false), Cipher::Chacha20Poly1305);
+        assert_eq!(
+            Cipher::default_for_cpu(),
+            Cipher::default_for(cpu_has_aes())
+        );
+        // 32-bit ARM has no hardware AES path in the `aes` crate.
+        if cfg!(target_arch = "arm") {
+            assert_eq!(Cipher::default_for_cpu(), Cipher::Chacha20Poly1305);
+        }
     }
 
     #[test]

@@ -32,6 +32,13 @@ pub fn history_path(cfg: &Config) -> std::path::PathBuf {
 /// Runs jobs until `stop` is set; then stops the running ones (they commit
 /// nothing and release their locks) and records them as interrupted.
 pub fn run(cfg: Config, stop: Arc<AtomicBool>, say: &(dyn Fn(&str) + Sync)) -> Result<()> {
+    // A build that computes wrong answers here (an odd Pi, a miscompiled
+    // dependency) must not write a single repository file.
+    let st = crate::selftest::run()?;
+    say(&format!(
+        "selftest: {} known-answer tests passed on {}",
+        st.passed, st.platform
+    ));
     let cfg = Arc::new(cfg);
     let history = History::open(&history_path(&cfg))?;
     let now = Local::now();

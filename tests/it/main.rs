@@ -1,6 +1,7 @@
 //! Integration tests: the built `strata` binary against real directories.
 
 mod ansible;
+mod arm;
 mod compact;
 mod crash;
 mod daemon;
