@@ -536,3 +536,67 @@ fn a_directory_of_thousands_lists_whole_across_many_batches() {
     );
     env.ok(&["umount", mp.s()]);
 }
+
+#[test]
+fn a_user_other_than_root_mounts_and_unmounts_through_fusermount3() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("note"), b"mounted by nobody\n").unwrap();
+    env.init(&[]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    let home = env.path("nobody-home");
+    let mp = MountPoint::new(&env, "mnt");
+    std::fs::create_dir(&home).unwrap();
+    // The repository, a home and the mount point belong to nobody, who
+    // reads the repository as any other user with its passphrase would.
+    for p in [env.path("repo"), home.clone(), mp.0.clone()] {
+        let st = std::process::Command::new("chown")
+            .args(["-R", "nobody", p.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let strata = assert_cmd::cargo::cargo_bin("strata");
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "env"])
+            .arg(format!("HOME={}", home.display()))
+            .arg("STRATA_PASSPHRASE=test passphrase")
+            .arg("STRATA_INSECURE_FAST_KDF=1")
+            .arg(&strata)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["mount", &format!("{}::a", env.repo()), mp.s()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mounted(&mp.0));
+    // Only the mounting user (and not even root) may look inside.
+    let note = restored(&mp.0, &src).join("note");
+    let cat = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cat", note.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(cat.stdout, b"mounted by nobody\n");
+    let err = std::fs::read(&note).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    let out = as_nobody(&["umount", mp.s()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!mounted(&mp.0));
+    wait_for("the mount's lock to go", || no_lock_left(&env));
+}
