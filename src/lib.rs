@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod error;
 pub mod id;
 pub mod mount;
+pub mod mountinfo;
 pub mod ops;
 pub mod repo;
 pub mod selftest;

@@ -63,14 +63,10 @@ fn ts(rfc3339: &str) -> Option<f64> {
 /// The mount point holding `path` (longest matching prefix in mountinfo).
 pub(crate) fn mount_of(path: &Path) -> String {
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut best = PathBuf::from("/");
-    for line in info.lines() {
-        if let Some(mp) = line.split(' ').nth(4) {
-            let mp = PathBuf::from(mp.replace("\\040", " "));
-            if path.starts_with(&mp) && mp.components().count() > best.components().count() {
-                best = mp;
-            }
+    for m in crate::mountinfo::read() {
+        if path.starts_with(&m.point) && m.point.components().count() > best.components().count() {
+            best = m.point;
         }
     }
     best.display().to_string()

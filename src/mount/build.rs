@@ -32,6 +32,11 @@ pub struct Subtree {
 }
 
 impl Subtree {
+    /// An empty tree whose root is an archive's (or the view's) directory.
+    fn rooted(time: i64) -> Self {
+        Self::new(Meta::synthetic_dir(time, 0o755))
+    }
+
     pub fn new(root: Meta) -> Self {
         Self {
             nodes: vec![dir_node(0, root)],
@@ -172,7 +177,7 @@ pub struct ArchiveBuilder {
 impl ArchiveBuilder {
     pub fn new(time: i64) -> Self {
         Self {
-            sub: Subtree::new(Meta::synthetic_dir(time, 0o755)),
+            sub: Subtree::rooted(time),
             time,
             files: HashMap::new(),
         }
@@ -256,7 +261,7 @@ pub struct VersionsBuilder {
 impl VersionsBuilder {
     pub fn new(time: i64) -> Self {
         Self {
-            sub: Subtree::new(Meta::synthetic_dir(time, 0o755)),
+            sub: Subtree::rooted(time),
             time,
             seen: HashMap::new(),
             files: HashMap::new(),

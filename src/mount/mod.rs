@@ -227,47 +227,10 @@ pub fn is_strata_mount(mountpoint: &Path) -> bool {
     let Ok(want) = mountpoint.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    // Fields: id parent major:minor root mountpoint options ... - fstype
-    // source super-options; the last mount on a path is the one on top.
-    // Mount points are octal-escaped (a space is \040).
-    let mut top = None;
-    for line in info.lines() {
-        let mut fields = line.split(' ');
-        let Some(point) = fields.nth(4) else { continue };
-        let fstype = line.split(" - ").nth(1).and_then(|r| r.split(' ').next());
-        if unescape_mountinfo(point).as_slice() == want.as_os_str().as_encoded_bytes() {
-            top = fstype.map(str::to_string);
-        }
-    }
-    matches!(top.as_deref(), Some("fuse" | "fuse.strata"))
-}
-
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push(
-                    d.iter()
-                        .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
-                );
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
+    let top = crate::mountinfo::read()
+        .into_iter()
+        .rfind(|m| m.point == want);
+    top.is_some_and(|m| m.fstype == "fuse" || m.fstype == "fuse.strata")
 }
 
 fn busy(mountpoint: &Path) -> Error {
