@@ -3,6 +3,7 @@
 //! file, concurrent readers, unmounting under a reader, the versions view,
 //! ssh:// and replica repositories.
 
+use crate::ssh::{builtin, strata_bin};
 use crate::sshd::Sshd;
 use crate::util::*;
 use std::io::{Read, Seek, SeekFrom};
@@ -42,6 +43,22 @@ impl Drop for MountPoint {
                 .status();
         }
     }
+}
+
+/// A test directory whose `src`, filled by `fill`, is backed up as
+/// `REPO::a`.
+fn one_archive(fill: impl FnOnce(&Path)) -> (Env, PathBuf) {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    fill(&src);
+    env.init(&[]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    (env, src)
 }
 
 fn no_lock_left(env: &Env) -> bool {
@@ -132,15 +149,7 @@ fn libc_erofs() -> i32 {
 
 #[test]
 fn an_archive_mount_in_the_foreground_ends_cleanly_on_sigint() {
-    let env = Env::new();
-    let src = env.path("src");
-    make_tree(&src);
-    env.init(&[]);
-    env.ok(&[
-        "create",
-        &format!("{}::a", env.repo()),
-        src.to_str().unwrap(),
-    ]);
+    let (env, src) = one_archive(make_tree);
     let mp = MountPoint::new(&env, "mnt");
     let child = env
         .std_cmd()
@@ -349,9 +358,9 @@ fn an_ssh_repository_mounts_through_the_builtin_client() {
     let env = Env::new();
     let src = env.path("src");
     make_tree(&src);
-    let strata = assert_cmd::cargo::cargo_bin("strata").display().to_string();
     let forced = format!(
-        "{strata} serve --restrict-to-path {}",
+        "{} serve --restrict-to-path {}",
+        strata_bin(),
         env.dir.path().display()
     );
     let sshd = Sshd::start(Some(&forced));
@@ -362,15 +371,7 @@ fn an_ssh_repository_mounts_through_the_builtin_client() {
         env.path("repo").display()
     );
     let run = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env_remove("STRATA_RSH")
-            .env("STRATA_SSH_KEY", sshd.key_path())
-            .env("STRATA_KNOWN_HOSTS", sshd.known_hosts())
-            .env("STRATA_REMOTE_PATH", &strata)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = builtin(&env, &sshd, args);
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -388,15 +389,7 @@ fn an_ssh_repository_mounts_through_the_builtin_client() {
 
 #[test]
 fn mount_errors_are_one_line_and_mount_nothing() {
-    let env = Env::new();
-    let src = env.path("src");
-    make_tree(&src);
-    env.init(&[]);
-    env.ok(&[
-        "create",
-        &format!("{}::a", env.repo()),
-        src.to_str().unwrap(),
-    ]);
+    let (env, _src) = one_archive(make_tree);
     let mp = MountPoint::new(&env, "mnt");
     let fails = |args: &[&str], needle: &str| {
         let out = env.run(args);

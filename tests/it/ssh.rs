@@ -5,7 +5,7 @@
 use crate::sshd::Sshd;
 use crate::util::*;
 
-fn strata_bin() -> String {
+pub fn strata_bin() -> String {
     assert_cmd::cargo::cargo_bin("strata").display().to_string()
 }
 
@@ -337,7 +337,7 @@ fn connection_cut_at(cut_at: u64) {
 }
 
 /// The built-in client (russh): no system ssh involved.
-fn builtin(env: &Env, sshd: &Sshd, args: &[&str]) -> std::process::Output {
+pub fn builtin(env: &Env, sshd: &Sshd, args: &[&str]) -> std::process::Output {
     env.cmd()
         .env_remove("STRATA_RSH")
         .env("STRATA_SSH_KEY", sshd.key_path())
