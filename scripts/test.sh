@@ -28,6 +28,9 @@ command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 # fusermount3, for `strata mount` by users other than root (tests/it/mount.rs
 # mounts as root through /dev/fuse).
 command -v fusermount3 >/dev/null || missing+=(fuse3)
+# wg (wireguard-tools) cross-checks the WireGuard keys `strata node
+# provision` makes (tests/it/pi_image.rs).
+command -v wg >/dev/null || missing+=(wireguard-tools)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 # Headless Chromium, driven by playwright-core under Node, for the web page
 # test (tests/it/web.rs, tests/browser/).
@@ -56,6 +59,11 @@ have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/pack
 [ "$want" = "$have" ] || npm ci --prefix tests/browser --no-audit --no-fund
 # Ansible, ansible-lint and a Debian root file system for tests/it/ansible.rs.
 scripts/ansible-prepare.sh
+# The Raspberry Pi image's Debian base (arm64, with the Pi kernel and
+# firmware), cached in /var/cache/strata-pi: about 10 minutes under
+# qemu-user the first time, then reused until its package list changes.
+# It installs what it needs (mmdebstrap, mtools, dosfstools, fdisk).
+pi-image/build.sh base
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -15,6 +15,7 @@ pub mod error;
 pub mod id;
 pub mod mount;
 pub mod mountinfo;
+pub mod node;
 pub mod ops;
 pub mod repo;
 pub mod selftest;

@@ -14,6 +14,7 @@ mod cmd_init;
 mod cmd_key;
 mod cmd_list;
 mod cmd_mount;
+mod cmd_node;
 mod cmd_prune;
 mod cmd_replicas;
 mod cmd_replicate;
@@ -140,6 +141,9 @@ pub enum Command {
     /// Check this build against known answers (crypto, chunker, compression,
     /// formats); --bench measures each primitive's speed.
     Selftest(cmd_selftest::SelftestArgs),
+    /// Off-site nodes from the Raspberry Pi image: provision (central node)
+    /// and firstboot (on the Pi).
+    Node(cmd_node::NodeArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -188,6 +192,7 @@ pub fn run() -> i32 {
         Command::Serve(a) => cmd_serve::run(a),
         Command::BreakLock(a) => cmd_init::break_lock(a),
         Command::Demo(a) => demo::run(a),
+        Command::Node(a) => cmd_node::run(a),
         Command::Selftest(a) => cmd_selftest::run(a),
     };
     match result {

@@ -14,6 +14,7 @@ mod modes;
 mod mount;
 mod netns;
 mod offsite;
+mod pi_image;
 mod recovery;
 mod repair;
 mod replicate;
