@@ -474,6 +474,11 @@ pub fn error_file(config_path: &Path) -> PathBuf {
 
 /// Inspects the drive for the plan (read-only: blkid and wipefs).
 pub fn inspect_drive(cfg: &NodeConfig) -> Result<DrivePlan> {
+    // Let udev finish with the disks found at power-on (a USB drive takes
+    // a few seconds); without udev (a chroot) this returns at once.
+    let _ = Command::new("udevadm")
+        .args(["settle", "--timeout=30"])
+        .status();
     let present = drive::find_by_label(&cfg.drive.label)?;
     let device = cfg.drive.device.as_deref().map(Path::new);
     let candidates = drive::usb_disks(Path::new("/sys/block"));
