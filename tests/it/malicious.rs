@@ -86,6 +86,7 @@ fn forge(env: &Env, name: &str, items: Vec<Item>, content: &[u8]) {
         time_end: now.clone(),
         items: ids,
         stats: ArchiveStats::default(),
+        imported_from: None,
     };
     let data = archive.encode().unwrap();
     let (id, _) = dedup
