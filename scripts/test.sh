@@ -29,6 +29,8 @@ command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 # mounts as root through /dev/fuse).
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+# borg itself, for `strata import-borg` (tests/it/borg_import.rs).
+[ -x /usr/bin/borg ] || missing+=(borgbackup)
 # Headless Chromium, driven by playwright-core under Node, for the web page
 # test (tests/it/web.rs, tests/browser/).
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -715,8 +715,8 @@ mod tests {
         assert_eq!(out, b"9 path=a\n");
         let mut long = Vec::new();
         pax_record(&mut long, b"path", &[b'x'; 95]);
-        assert_eq!(&long[..4], b"104 ");
-        assert_eq!(long.len(), 104);
+        assert_eq!(&long[..4], b"105 ");
+        assert_eq!(long.len(), 105);
         assert_eq!(
             parse_pax(&out).unwrap(),
             vec![(b"path".to_vec(), b"a".to_vec())]

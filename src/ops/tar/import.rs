@@ -81,6 +81,18 @@ pub fn normalize(path: &[u8]) -> std::result::Result<Option<Vec<u8>>, String> {
     Ok((!out.is_empty()).then_some(out))
 }
 
+/// The input, its read errors (a decompressor's, a failed exporting
+/// program's) saying what they mean for the import.
+struct Input<R>(R);
+
+impl<R: Read> Read for Input<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{e}; nothing was imported")))
+    }
+}
+
 fn lossy(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
@@ -93,7 +105,7 @@ pub fn import_tar(
     opts: &BuildOptions,
     obs: &mut dyn Observer,
 ) -> Result<ImportResult> {
-    let mut reader = TarReader::new(input);
+    let mut reader = TarReader::new(Input(input));
     let mut imp = Importer {
         files: HashMap::new(),
         symlinks: HashSet::new(),
