@@ -152,7 +152,7 @@ fn gnu_tar_reads_our_exports_and_we_read_its_pax_archives() {
     };
     rustix::fs::utimensat(
         rustix::fs::CWD,
-        &src.join("d/x"),
+        src.join("d/x"),
         &t,
         rustix::fs::AtFlags::empty(),
     )

@@ -143,8 +143,11 @@ fn format_pax_time(ns: i64) -> String {
     }
 }
 
+/// pax records: (key, value) pairs, raw bytes.
+pub type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Splits pax records (`LEN key=value\n`); an error names what is wrong.
-pub fn parse_pax(data: &[u8]) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn parse_pax(data: &[u8]) -> std::result::Result<PaxRecords, String> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -189,7 +192,7 @@ fn decimal(v: &[u8]) -> Option<u64> {
 /// Extension headers collected for the next member.
 #[derive(Default)]
 struct Pending {
-    pax: Vec<(Vec<u8>, Vec<u8>)>,
+    pax: PaxRecords,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
     problem: Option<String>,
