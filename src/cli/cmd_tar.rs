@@ -191,6 +191,10 @@ pub fn export(a: ExportTarArgs, lock_wait: u64) -> Result<i32> {
     let started = std::time::Instant::now();
     let r = strata::ops::tar::export_to(&repo, &archive, &opts, sink, &mut term);
     term.finish();
+    if r.is_err() && a.file != "-" {
+        // A partial tar must not be mistaken for the archive.
+        let _ = std::fs::remove_file(&a.file);
+    }
     let r = r?;
     if a.progress {
         let secs = started.elapsed().as_secs_f64();
