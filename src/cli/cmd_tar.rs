@@ -65,6 +65,9 @@ pub struct ExportTarArgs {
     /// Print each item as it is written.
     #[arg(long)]
     pub list: bool,
+    /// Print a summary as JSON on standard output (FILE cannot be `-`).
+    #[arg(long)]
+    pub json: bool,
     /// REPO::ARCHIVE.
     pub archive: String,
     /// Output file, or `-` for standard output.
@@ -152,6 +155,9 @@ pub fn exit_code(r: &ImportResult) -> i32 {
 pub fn export(a: ExportTarArgs, lock_wait: u64) -> Result<i32> {
     let loc = Location::parse(&a.archive)?;
     let name = loc.archive()?.to_string();
+    if a.json && a.file == "-" {
+        anyhow::bail!("--json prints on standard output: write the tar to a FILE, not `-`");
+    }
     let compression = match a.tar_filter.as_str() {
         "auto" => TarCompression::from_file_name(&a.file),
         spec => TarCompression::parse(spec)?,
@@ -196,8 +202,22 @@ pub fn export(a: ExportTarArgs, lock_wait: u64) -> Result<i32> {
         let _ = std::fs::remove_file(&a.file);
     }
     let r = r?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        let v = serde_json::json!({
+            "archive": archive.name,
+            "file": a.file,
+            "compression": compression.name(),
+            "items": r.files,
+            "content_bytes": r.bytes,
+            "tar_bytes": r.tar_bytes,
+            "duration": secs,
+            "warnings": r.warnings,
+            "errors": r.errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
     if a.progress {
-        let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "{} items, {} of content, {} of tar ({}) in {secs:.1} s",
             r.files,

@@ -225,14 +225,23 @@ fn export_filters_paths_and_strips_components_like_extract() {
     let rel = src.strip_prefix("/").unwrap().join("dir");
     let depth = rel.components().count().to_string();
     let out = env.path("part.tar");
-    env.ok(&[
+    let json = env.ok(&[
         "export-tar",
+        "--json",
         "--strip-components",
         &depth,
         &format!("{}::a", env.repo()),
         out.to_str().unwrap(),
         rel.to_str().unwrap(),
     ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["compression"], "none");
+    assert_eq!(
+        v["tar_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&out).unwrap().len()
+    );
+    // dir holds small.txt, the two copies of big, text.txt, a symlink, hard-b...
+    assert!(v["items"].as_u64().unwrap() >= 8, "{json}");
     env.ok(&[
         "import-tar",
         &format!("{}::part", env.repo()),
@@ -319,6 +328,7 @@ fn hostile_tar_members_are_skipped_with_one_warning_each() {
     member(&mut t, b"hl-out", b'1', b"", b"../outside/secret");
     member(&mut t, b"hl-missing", b'1', b"", b"not-in-archive");
     member(&mut t, b"hl-dir", b'1', b"", b"sub");
+    member(&mut t, b"hl-via-symlink", b'1', b"", b"a/etc/passwd");
     // a pax header far over the limit: it and its member are skipped
     let mut huge = Vec::new();
     let rec = format!("path={}\n", "p".repeat(2 << 20));
@@ -345,7 +355,7 @@ fn hostile_tar_members_are_skipped_with_one_warning_each() {
         .lines()
         .filter(|l| l.starts_with("strata: warning: tar member"))
         .collect();
-    assert_eq!(warnings.len(), 8, "{err}");
+    assert_eq!(warnings.len(), 9, "{err}");
     for (what, why) in [
         ("../../etc/passwd", "`..`"),
         ("/etc/strata-test-absolute", "absolute path"),
@@ -353,6 +363,7 @@ fn hostile_tar_members_are_skipped_with_one_warning_each() {
         ("hl-out", "hard link to `../outside/secret`"),
         ("hl-missing", "not a regular file earlier"),
         ("hl-dir", "not a regular file earlier"),
+        ("hl-via-symlink", "below `a`, a symlink of the archive"),
         ("huge-pax-victim", "over the 1048576-byte limit"),
         ("bad-pax-victim", "malformed pax header"),
     ] {
@@ -363,7 +374,7 @@ fn hostile_tar_members_are_skipped_with_one_warning_each() {
             "no warning for {what} ({why}):\n{err}"
         );
     }
-    assert!(err.contains("8 tar members skipped"), "{err}");
+    assert!(err.contains("9 tar members skipped"), "{err}");
     let mut got = names(&env, "evil");
     got.sort();
     assert_eq!(got, ["a", "hl-ok", "ok-first.txt", "ok-last.txt", "sub"]);

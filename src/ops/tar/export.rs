@@ -15,7 +15,7 @@ use crate::archive::item::{
 use crate::crypto::ObjectType;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 #[derive(Clone, Debug, Default)]
@@ -46,6 +46,9 @@ struct Exporter<'a, 'o> {
     written: HashMap<Vec<u8>, Vec<u8>>,
     /// Files left out by the filters, for hard links that are not.
     skipped_files: HashMap<Vec<u8>, Item>,
+    /// Names of the symlinks written: nothing is written below them, so
+    /// that no tar program can be led through one.
+    symlinks: HashSet<Vec<u8>>,
     result: ExportResult,
 }
 
@@ -63,6 +66,7 @@ pub fn export_tar(
         obs,
         written: HashMap::new(),
         skipped_files: HashMap::new(),
+        symlinks: HashSet::new(),
         result: ExportResult::default(),
     };
     for item in ItemsReader::new(repo, archive.items.clone()) {
@@ -92,6 +96,18 @@ impl Exporter<'_, '_> {
             })
     }
 
+    /// The first ancestor of `name` that was written as a symlink.
+    fn below_symlink(&self, name: &[u8]) -> Option<Vec<u8>> {
+        if self.symlinks.is_empty() {
+            return None;
+        }
+        name.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(|(i, _)| name[..i].to_vec())
+            .find(|p| self.symlinks.contains(p))
+    }
+
     fn item(&mut self, mut item: Item) -> Result<()> {
         let Some(parts) = safe_components(&item.path) else {
             self.warn(Error::UnsafePath(item.path_lossy()).to_string());
@@ -105,6 +121,19 @@ impl Exporter<'_, '_> {
             return Ok(());
         }
         let name = parts[self.opts.strip_components..].join(&b'/');
+        if let Some(link) = self.below_symlink(&name) {
+            self.warn(format!(
+                "{}: below `{}`, a symlink of the archive; left out",
+                item.path_lossy(),
+                String::from_utf8_lossy(&link)
+            ));
+            return Ok(());
+        }
+        if item.kind == KIND_SYMLINK {
+            self.symlinks.insert(name.clone());
+        } else {
+            self.symlinks.remove(&name);
+        }
         let mut link_to = None;
         if let Some(src) = item.link.clone() {
             if let Some(to) = self.written.get(src.as_slice()) {

@@ -310,7 +310,8 @@ impl<R: Read> TarReader<R> {
             })?;
             let typeflag = h[156];
             if matches!(typeflag, b'x' | b'g' | b'L' | b'K') {
-                pending.any = true;
+                // A global header describes no member: the archive may end after it.
+                pending.any |= typeflag != b'g';
                 if size > MAX_EXTENSION {
                     self.skip(size + pad(size), "inside an extension header")?;
                     pending.problem = Some(format!(

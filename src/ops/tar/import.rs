@@ -93,8 +93,19 @@ impl<R: Read> Read for Input<R> {
     }
 }
 
-fn lossy(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).into_owned()
+/// A name for messages: one line, whatever bytes it holds.
+pub fn lossy(p: &[u8]) -> String {
+    String::from_utf8_lossy(p)
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Imports the tar stream `input` (uncompressed; see `compress::decoder`)
@@ -138,7 +149,7 @@ impl Importer<'_> {
     fn skip(&mut self, path: &[u8], why: &str) {
         self.skipped += 1;
         self.warnings += 1;
-        self.obs.entry('x', &lossy(path));
+        self.obs.entry('x', &String::from_utf8_lossy(path));
         self.obs
             .warning(&format!("tar member `{}` skipped: {why}", lossy(path)));
     }
@@ -300,6 +311,13 @@ impl Importer<'_> {
                 ));
             }
         };
+        if let Some(parent) = self.symlink_parent(&target) {
+            return Err(format!(
+                "hard link to `{}`, below `{}`, a symlink of the archive",
+                lossy(&m.link),
+                lossy(parent)
+            ));
+        }
         match self.files.get(&key(&target)) {
             Some(FileEntry { master, size }) => Ok((master.clone().unwrap_or(target), *size)),
             None => Err(format!(
@@ -325,5 +343,10 @@ mod tests {
         assert!(normalize(b"a/..").is_err());
         assert_eq!(normalize(b"-rf").unwrap(), Some(b"-rf".to_vec()));
         assert_eq!(normalize(b"..a").unwrap(), Some(b"..a".to_vec()));
+    }
+
+    #[test]
+    fn names_in_messages_stay_on_one_line() {
+        assert_eq!(super::lossy(b"a\nb\x1b"), "a\\nb\\u{1b}");
     }
 }
