@@ -85,10 +85,9 @@ pub fn run(a: ImportBorgArgs, lock_wait: u64) -> Result<i32> {
         );
         return Ok(code(warnings));
     }
-    let pax = borg.supports_pax();
-    if !pax && todo > 0 {
+    if todo > 0 {
         eprintln!(
-            "note: this borg's export-tar writes GNU tar: modification times in whole seconds, no xattrs/ACLs (borg >= 1.4 keeps them)"
+            "note: borg's export-tar writes GNU tar: modification times in whole seconds, no xattrs or ACLs (docs/migrating-from-borg.md)"
         );
     }
     let mut json = Vec::new();
@@ -103,7 +102,7 @@ pub fn run(a: ImportBorgArgs, lock_wait: u64) -> Result<i32> {
         let info = borg.info(&b.name)?;
         eprintln!("[{}/{todo}] importing {}", done + 1, b.name);
         let mut term = Terminal::new(a.list, a.progress, "imported");
-        let r = import_one(&mut repo, &borg, &info, pax, &base, &mut term);
+        let r = import_one(&mut repo, &borg, &info, &base, &mut term);
         term.finish();
         let (r, borg_warning) = r?;
         if let Some(w) = borg_warning {

@@ -143,28 +143,16 @@ impl Borg {
             .ok_or_else(|| Error::BadInput(format!("`borg info {target}` listed no archive")))
     }
 
-    /// Whether this borg's export-tar can write pax headers (borg ≥ 1.4
-    /// has `--tar-format`; 1.2 writes GNU tar: whole seconds, no xattrs).
-    pub fn supports_pax(&self) -> bool {
-        self.command()
-            .args(["export-tar", "--help"])
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("--tar-format"))
-            .unwrap_or(false)
-    }
-
     /// `borg export-tar REPO::NAME -`, its standard output as a reader
-    /// that fails if borg does.
-    pub fn export_tar(&self, name: &str, pax: bool) -> Result<BorgStream> {
+    /// that fails if borg does. borg 1.x writes GNU tar: whole-second
+    /// times, no xattrs, ACLs, atime or ctime (borg 2's `--tar-format PAX`
+    /// would keep them, but borg 2 has another command line and
+    /// repository format).
+    pub fn export_tar(&self, name: &str) -> Result<BorgStream> {
         let target = format!("{}::{name}", self.repo);
-        let mut c = self.command();
-        c.arg("export-tar");
-        if pax {
-            c.args(["--tar-format", "PAX"]);
-        }
-        let mut child = c
-            .args([target.as_str(), "-"])
+        let mut child = self
+            .command()
+            .args(["export-tar", target.as_str(), "-"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -307,7 +295,6 @@ pub fn import_one(
     repo: &mut Repository,
     borg: &Borg,
     info: &BorgInfo,
-    pax: bool,
     base: &BuildOptions,
     obs: &mut dyn Observer,
 ) -> Result<(ImportResult, Option<String>)> {
@@ -322,7 +309,7 @@ pub fn import_one(
         imported_from: Some(marker(&info.id)),
         ..base.clone()
     };
-    let mut stream = borg.export_tar(&info.name, pax)?;
+    let mut stream = borg.export_tar(&info.name)?;
     let r = import_tar(repo, &mut stream, &opts, obs)?;
     Ok((r, stream.warning.take()))
 }

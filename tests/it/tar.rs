@@ -476,6 +476,21 @@ fn truncated_or_damaged_streams_fail_and_commit_nothing() {
     }
     assert_eq!(env.ok(&["list", "--short", &env.repo()]), before);
     env.ok(&["check", &env.repo()]);
+    // --dry-run reads the whole stream and commits nothing either
+    let json = env.ok(&[
+        "import-tar",
+        "--dry-run",
+        "--json",
+        &format!("{}::dry", env.repo()),
+        full.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["tar_bytes"].as_u64().unwrap(),
+        bytes.len() as u64,
+        "{json}"
+    );
+    assert_eq!(env.ok(&["list", "--short", &env.repo()]), before);
     // the complete stream still imports, reusing the data left behind
     env.ok(&[
         "import-tar",
