@@ -32,6 +32,8 @@ command -v fusermount3 >/dev/null || missing+=(fuse3)
 # provision` makes (tests/it/pi_image.rs).
 command -v wg >/dev/null || missing+=(wireguard-tools)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+# borg itself, for `strata import-borg` (tests/it/borg_import.rs).
+[ -x /usr/bin/borg ] || missing+=(borgbackup)
 # Headless Chromium, driven by playwright-core under Node, for the web page
 # test (tests/it/web.rs, tests/browser/).
 [ -x /usr/bin/chromium ] || missing+=(chromium)

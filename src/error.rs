@@ -96,6 +96,10 @@ pub enum Error {
     /// Mounting or unmounting failed; the message names the fix.
     #[error("{0}")]
     Mount(String),
+    /// Input that is not what it claims to be (a truncated or malformed
+    /// tar stream, another program's failed export); the message says so.
+    #[error("{0}")]
+    BadInput(String),
 }
 
 impl Error {

@@ -23,7 +23,28 @@ struct Entry {
     content: Option<blake3::Hash>,
 }
 
-fn scan(root: &Path, ignore_dir_mtime: bool) -> std::io::Result<BTreeMap<Vec<u8>, Entry>> {
+/// What a comparison may ignore, for copies made through a format that
+/// cannot carry everything (borg 1.2's export-tar: GNU tar).
+#[derive(Clone, Copy, Debug)]
+pub struct Fidelity {
+    /// Compare modification times in whole seconds only.
+    pub whole_second_mtimes: bool,
+    /// Compare extended attributes (and ACLs).
+    pub xattrs: bool,
+}
+
+impl Fidelity {
+    pub const EXACT: Fidelity = Fidelity {
+        whole_second_mtimes: false,
+        xattrs: true,
+    };
+}
+
+fn scan(
+    root: &Path,
+    ignore_dir_mtime: bool,
+    fidelity: Fidelity,
+) -> std::io::Result<BTreeMap<Vec<u8>, Entry>> {
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     // Sorted, so that a hard-link group is named by the same first path
@@ -63,7 +84,7 @@ fn scan(root: &Path, ignore_dir_mtime: bool) -> std::io::Result<BTreeMap<Vec<u8>
                 .clone()
         });
         let mut xattrs = Vec::new();
-        if !ft.is_symlink() {
+        if !ft.is_symlink() && fidelity.xattrs {
             let names: Vec<_> = xattr::list(e.path())
                 .map(|l| l.collect())
                 .unwrap_or_default();
@@ -75,6 +96,8 @@ fn scan(root: &Path, ignore_dir_mtime: bool) -> std::io::Result<BTreeMap<Vec<u8>
         }
         let mtime = if ft.is_dir() && ignore_dir_mtime {
             (0, 0)
+        } else if fidelity.whole_second_mtimes {
+            (m.mtime(), 0)
         } else {
             (m.mtime(), m.mtime_nsec())
         };
@@ -104,7 +127,12 @@ fn scan(root: &Path, ignore_dir_mtime: bool) -> std::io::Result<BTreeMap<Vec<u8>
 
 /// Differences between `a` and `b`, one line each; empty when identical.
 pub fn compare_trees(a: &Path, b: &Path) -> std::io::Result<Vec<String>> {
-    let (x, y) = (scan(a, false)?, scan(b, false)?);
+    compare_trees_with(a, b, Fidelity::EXACT)
+}
+
+/// `compare_trees`, ignoring what `fidelity` says a copy could not keep.
+pub fn compare_trees_with(a: &Path, b: &Path, fidelity: Fidelity) -> std::io::Result<Vec<String>> {
+    let (x, y) = (scan(a, false, fidelity)?, scan(b, false, fidelity)?);
     let mut diffs = Vec::new();
     for (path, ea) in &x {
         let p = String::from_utf8_lossy(path);

@@ -194,6 +194,7 @@ pub fn create(
             time_end: chrono::Utc::now().to_rfc3339(),
             items: item_ids,
             stats,
+            imported_from: None,
         };
         (archive, refs, seen, cache, warnings, obs)
     };

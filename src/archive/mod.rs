@@ -1,6 +1,7 @@
 //! Archives: a named snapshot of file-system trees. The archive object (a
 //! blob of type `Archive`) points to the items stream.
 
+pub mod builder;
 pub mod compare;
 pub mod create;
 pub mod extract;
@@ -35,6 +36,10 @@ pub struct Archive {
     pub time_end: String,
     pub items: Vec<BlobId>,
     pub stats: ArchiveStats,
+    /// Where an imported archive came from, e.g. `borg:<archive id>` for
+    /// `strata import-borg` (which skips archives it finds here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 impl Archive {

@@ -109,7 +109,7 @@ pub fn run(a: CreateArgs, lock_wait: u64) -> Result<i32> {
     })
 }
 
-fn json(repo: &Repository, r: &CreateResult) -> serde_json::Value {
+pub(super) fn json(repo: &Repository, r: &CreateResult) -> serde_json::Value {
     let s = &r.archive.stats;
     serde_json::json!({
         "repository": {"id": repo.config().id, "location": repo.location()},
@@ -135,7 +135,7 @@ fn json(repo: &Repository, r: &CreateResult) -> serde_json::Value {
 pub const RULE: &str =
     "------------------------------------------------------------------------------";
 
-fn stats_table(repo: &Repository, r: &CreateResult) -> String {
+pub(super) fn stats_table(repo: &Repository, r: &CreateResult) -> String {
     let a = &r.archive;
     let mut out = String::new();
     out.push_str(&format!(

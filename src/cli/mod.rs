@@ -9,6 +9,7 @@ mod cmd_delete;
 mod cmd_diff;
 mod cmd_drill;
 mod cmd_extract;
+mod cmd_import_borg;
 mod cmd_info;
 mod cmd_init;
 mod cmd_key;
@@ -21,6 +22,7 @@ mod cmd_replicate;
 mod cmd_restore_repo;
 mod cmd_selftest;
 mod cmd_serve;
+mod cmd_tar;
 mod cmd_web;
 pub mod common;
 mod demo;
@@ -87,6 +89,12 @@ pub enum Command {
     Create(cmd_create::CreateArgs),
     /// Restore files from an archive into the current directory.
     Extract(cmd_extract::ExtractArgs),
+    /// Import a tar file (plain, gzip, zstd, xz) as a new archive.
+    ImportTar(cmd_tar::ImportTarArgs),
+    /// Write an archive as a tar file (plain, gzip, zstd, xz) or to stdout.
+    ExportTar(cmd_tar::ExportTarArgs),
+    /// Import the archives of a borg repository (through `borg export-tar`).
+    ImportBorg(cmd_import_borg::ImportBorgArgs),
     /// List archives of a repository, or the contents of an archive.
     List(cmd_list::ListArgs),
     /// Show statistics of a repository or archive.
@@ -167,6 +175,9 @@ pub fn run() -> i32 {
         Command::Init(a) => cmd_init::run(a),
         Command::Create(a) => cmd_create::run(a, cli.lock_wait),
         Command::Extract(a) => cmd_extract::run(a, cli.lock_wait),
+        Command::ImportTar(a) => cmd_tar::import(a, cli.lock_wait),
+        Command::ExportTar(a) => cmd_tar::export(a, cli.lock_wait),
+        Command::ImportBorg(a) => cmd_import_borg::run(a, cli.lock_wait),
         Command::List(a) => cmd_list::run(a, cli.lock_wait),
         Command::Info(a) => cmd_info::run(a, cli.lock_wait),
         Command::Mount(a) => cmd_mount::run(a, cli.lock_wait),

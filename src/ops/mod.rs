@@ -1,6 +1,7 @@
 //! Repository operations beyond create/extract: check, delete, rename,
 //! prune, compact.
 
+pub mod borg;
 pub mod check;
 pub mod compact;
 pub mod delete;
@@ -10,3 +11,4 @@ pub mod prune;
 pub mod repair;
 pub mod replicate;
 pub mod restore_repo;
+pub mod tar;

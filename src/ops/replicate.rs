@@ -604,6 +604,7 @@ pub fn replicate(
             time_end: chrono::Utc::now().to_rfc3339(),
             items: item_ids,
             stats,
+            imported_from: None,
         };
         (archive, refs)
     };

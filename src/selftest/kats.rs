@@ -425,6 +425,7 @@ fn archive_encoding() -> Answer {
         time_end: "2026-11-25T01:07:00+00:00".into(),
         items: vec![BlobId([3; 32]), BlobId([4; 32])],
         stats: big_stats(),
+        imported_from: None,
     };
     let enc = a.encode().map_err(err)?;
     let back: Archive = rmp_serde::from_slice(&enc).map_err(|e| e.to_string())?;

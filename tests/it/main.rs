@@ -2,6 +2,7 @@
 
 mod ansible;
 mod arm;
+mod borg_import;
 mod compact;
 mod crash;
 mod daemon;
@@ -23,6 +24,7 @@ mod serve;
 mod spec;
 mod ssh;
 mod sshd;
+mod tar;
 mod tiers;
 mod util;
 mod web;

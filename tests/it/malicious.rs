@@ -86,6 +86,7 @@ fn forge(env: &Env, name: &str, items: Vec<Item>, content: &[u8]) {
         time_end: now.clone(),
         items: ids,
         stats: ArchiveStats::default(),
+        imported_from: None,
     };
     let data = archive.encode().unwrap();
     let (id, _) = dedup
@@ -165,4 +166,38 @@ fn path_traversal_symlink_and_hardlink_tricks_stay_inside() {
     assert!(!std::path::Path::new("/tmp/escape-absolute").exists());
     assert!(!dest.join("hl-escape").exists() && !dest.join("hl-missing").exists());
     assert_ne!(std::fs::read("/etc/passwd").unwrap(), b"attacker data\n");
+    // export-tar leaves the same items out, so that GNU tar cannot be led
+    // outside its target by the stream either
+    let tar = env.path("evil.tar");
+    let out = env.run(&[
+        "export-tar",
+        &format!("{}::evil", env.repo()),
+        tar.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "expected warnings: {err}");
+    assert!(err.contains("a symlink of the archive; left out"), "{err}");
+    let listing = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    for bad in ["..", "/tmp", "link/", "d/pwned", "hl-escape", "./dot"] {
+        assert!(
+            !names.lines().any(|l| l.contains(bad)),
+            "{bad} in:\n{names}"
+        );
+    }
+    assert!(names.lines().any(|l| l == "ok.txt"), "{names}");
+    let dest2 = env.path("dest2");
+    std::fs::create_dir(&dest2).unwrap();
+    std::process::Command::new("tar")
+        .arg("xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dest2)
+        .status()
+        .unwrap();
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
