@@ -186,6 +186,7 @@ image() {
   # Room for a kernel upgrade or two: the root is read-only otherwise.
   root_mb=$(du -sm "$ROOT" | cut -f1)
   root_mb=$(( (root_mb * 5 / 4 + 384 + 3) / 4 * 4 ))
+  truncate -s "${root_mb}M" "$work/root.ext4"
   E2FSPROGS_FAKE_TIME=$EPOCH mkfs.ext4 -q -L RASPIROOT -d "$ROOT" -E root_owner=0:0 \
     "$work/root.ext4" "${root_mb}M"
   rmdir "$ROOT/boot/firmware"

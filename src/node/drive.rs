@@ -21,8 +21,10 @@ pub enum DrivePlan {
 
 /// The device holding a file system labelled `label`, if any.
 pub fn find_by_label(label: &str) -> Result<Option<PathBuf>> {
+    // -c /dev/null: probe the devices, not blkid's cache, which may
+    // remember a drive as it was before it was formatted.
     let out = Command::new("blkid")
-        .args(["-l", "-o", "device", "-t"])
+        .args(["-c", "/dev/null", "-l", "-o", "device", "-t"])
         .arg(format!("LABEL={label}"))
         .output()
         .map_err(|e| Error::io("running blkid (util-linux) to find the drive", e))?;

@@ -36,7 +36,7 @@ fn ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// /dev and /proc of this machine in the Pi's root while the test runs.
+/// /dev, /proc and /sys of this machine in the Pi's root while the test runs.
 struct Chroot {
     root: PathBuf,
     mounts: Vec<PathBuf>,
@@ -56,6 +56,10 @@ impl Chroot {
             .args(["-t", "proc", "proc"])
             .arg(&proc));
         c.mounts.push(proc);
+        // blkid finds devices by label through /sys/block, as on the Pi.
+        let sys = root.join("sys");
+        ok(Command::new("mount").arg("--bind").arg("/sys").arg(&sys));
+        c.mounts.push(sys);
         c
     }
 
