@@ -162,8 +162,15 @@ rootfs() {
     systemd-resolved.service systemd-timesyncd.service
   # First boot enables these once the node has its keys and settings.
   systemctl --root="$ROOT" --quiet disable ssh.service strata.service strata-backup.timer
-  # Timers that write to the (read-only) root.
-  systemctl --root="$ROOT" --quiet mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer
+  # Units that write to the (read-only) root: networkd keeps its state
+  # in /run instead.
+  systemctl --root="$ROOT" --quiet mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+    systemd-networkd-persistent-storage.service
+  # No sshd but the one on the VPN (this generator adds local sockets).
+  mkdir -p "$ROOT/etc/systemd/system-generators"
+  ln -sfn /dev/null "$ROOT/etc/systemd/system-generators/systemd-ssh-generator"
+  # The drive's mount point: systemd cannot create it on a read-only root.
+  install -d -m 0755 "$ROOT/mnt/strata"
   printf 'strata %s on Debian %s (%s), image built %s\n' \
     "$(in_root strata --version | awk '{print $2}')" "$SUITE" "$ARCH" \
     "$(date -u -d "@$EPOCH" +%Y-%m-%dT%H:%MZ)" >"$ROOT/etc/strata-image"

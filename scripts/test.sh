@@ -31,6 +31,8 @@ command -v fusermount3 >/dev/null || missing+=(fuse3)
 # wg (wireguard-tools) cross-checks the WireGuard keys `strata node
 # provision` makes (tests/it/pi_image.rs).
 command -v wg >/dev/null || missing+=(wireguard-tools)
+# qemu-system-aarch64 boots the Raspberry Pi image (pi-image/boot-test.sh).
+command -v qemu-system-aarch64 >/dev/null || missing+=(qemu-system-arm)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 # borg itself, for `strata import-borg` (tests/it/borg_import.rs).
 [ -x /usr/bin/borg ] || missing+=(borgbackup)

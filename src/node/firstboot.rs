@@ -243,8 +243,15 @@ pub fn plan(cfg: &NodeConfig, drive: DrivePlan) -> Result<Plan> {
             .push(root("/root/.ssh/authorized_keys", keys, 0o600));
     }
 
-    // The drive: mounted by label at boot and when plugged in later.
+    // The drive: mounted by label at boot and when plugged in later. The
+    // mount point must exist before the root turns read-only; it stays an
+    // empty root-owned directory, so nothing fills the SD card without it.
     let label = &cfg.drive.label;
+    p.steps.push(Step::Dir {
+        path: config::DRIVE_MOUNT.into(),
+        mode: 0o755,
+        owner: Owner::Root,
+    });
     p.steps.push(root(
         &format!("/etc/systemd/system/{MOUNT_UNIT}"),
         format!(
