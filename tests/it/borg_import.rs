@@ -46,24 +46,6 @@ fn import(env: &Env, extra: &[&str]) -> std::process::Output {
     c.output().unwrap()
 }
 
-fn set_mtime(p: &Path, secs: i64, nsec: i64) {
-    let ts = rustix::fs::Timespec {
-        tv_sec: secs,
-        tv_nsec: nsec as _,
-    };
-    let t = rustix::fs::Timestamps {
-        last_access: ts,
-        last_modification: ts,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &t,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-}
-
 /// Odd names, links, xattrs, a FIFO, empty directories, a mostly-zero
 /// file and varied modification times.
 fn make_borg_tree(root: &Path) {

@@ -145,7 +145,8 @@ pub fn posix_acl() -> Vec<u8> {
     v
 }
 
-fn set_mtime(p: &Path, secs: i64, nsec: i64) {
+/// Sets a path's mtime (and atime) without following a symlink.
+pub fn set_mtime(p: &Path, secs: i64, nsec: i64) {
     let ts = rustix::fs::Timespec {
         tv_sec: secs,
         tv_nsec: nsec as _,
