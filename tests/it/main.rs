@@ -3,6 +3,7 @@
 mod ansible;
 mod arm;
 mod borg_import;
+mod campaign;
 mod compact;
 mod crash;
 mod daemon;
