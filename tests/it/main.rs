@@ -2,6 +2,7 @@
 
 mod ansible;
 mod arm;
+mod bad_input;
 mod borg_import;
 mod campaign;
 mod compact;
@@ -10,6 +11,7 @@ mod daemon;
 mod dumps;
 mod errors;
 mod lifecycle;
+mod load;
 mod malicious;
 mod metrics;
 mod modes;
