@@ -322,3 +322,75 @@ fn replicating_a_repository_never_backed_up_succeeds() {
     env.ok(&["replicate", "--to", &pi, &env.repo()]);
     assert_eq!(env.ok(&["list", "--short", &pi]).lines().count(), 2);
 }
+
+#[test]
+fn a_one_tib_sparse_file_with_one_mib_of_data() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let env = Env::new();
+    env.init(&[]);
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let tib = 1u64 << 40;
+    let f = std::fs::File::create(src.join("huge.img")).unwrap();
+    f.set_len(tib).unwrap();
+    // 1 MiB of data in four pieces: start, two in the middle, the end
+    let piece = random("piece", 256 << 10);
+    let at = [0, 3 << 30, tib / 2 + 12345, tib - (256 << 10)];
+    for a in at {
+        f.write_all_at(&piece, a).unwrap();
+    }
+    drop(f);
+    let archive = format!("{}::a", env.repo());
+    let out = env
+        .cmd()
+        .args(["create", &archive, src.to_str().unwrap()])
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.ok(&["check", "--verify-data", &env.repo()]);
+    // the repository holds the data once, not a terabyte of zeros
+    let stored: u64 = walkdir::WalkDir::new(env.path("repo"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(stored < 8 << 20, "repository of {stored} bytes");
+    let dest = env.path("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let out = env
+        .cmd()
+        .args([
+            "extract",
+            "--sparse",
+            "--target",
+            dest.to_str().unwrap(),
+            &archive,
+        ])
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = restored(&dest, &src).join("huge.img");
+    let meta = std::fs::metadata(&back).unwrap();
+    assert_eq!(meta.len(), tib);
+    assert!(meta.blocks() * 512 < 64 << 20, "{} blocks", meta.blocks());
+    let g = std::fs::File::open(&back).unwrap();
+    let mut buf = vec![0u8; piece.len()];
+    for a in at {
+        g.read_exact_at(&mut buf, a).unwrap();
+        assert_eq!(buf, piece, "data at {a}");
+    }
+    // and a hole reads as zeros
+    g.read_exact_at(&mut buf, 1 << 30).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+}
