@@ -16,6 +16,7 @@ mod malicious;
 mod metrics;
 mod modes;
 mod mount;
+mod netcut;
 mod netns;
 mod offsite;
 mod pi_image;
