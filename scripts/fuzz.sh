@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target (fuzz/fuzz_targets) for SECONDS each:
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      default 60 s, all targets
-# CI (scripts/test.sh) runs 10 s each; before a release run an hour each
+# CI (scripts/test.sh) runs 8 s each; before a release run an hour each
 # (scripts/fuzz.sh 3600). The corpora grow in fuzz/corpus (not in git; seeds
 # in fuzz/seeds are); a failing input lands in fuzz/artifacts/TARGET/ and
 # `cargo +nightly fuzz run TARGET FILE` replays it. A single allocation over

@@ -9,9 +9,9 @@
 //! fsync failing, say) makes the operation fail, commit nothing and leave a
 //! valid repository: it is never retried and then committed.
 //!
-//! In the suite the campaign is bounded (every few steps, a few random
+//! In the suite the campaign is bounded (every 8th step, 2 random
 //! kills); `scripts/crash-campaign.sh` runs it long:
-//! `STRATA_CAMPAIGN_STRIDE=1 STRATA_CAMPAIGN_KILLS=200`. Each test prints
+//! `STRATA_CAMPAIGN_STRIDE=1 STRATA_CAMPAIGN_KILLS=100`. Each test prints
 //! its trial and failure counts (and appends them to
 //! `$STRATA_CAMPAIGN_REPORT` when set).
 
@@ -295,8 +295,8 @@ impl Campaign {
     /// Every `stride`-th step crashed, then the same with EIO, then `kills`
     /// random SIGKILLs. Panics with the failures, after reporting counts.
     fn run(&self) {
-        let stride = env_u64("STRATA_CAMPAIGN_STRIDE", 5).max(1);
-        let kills = env_u64("STRATA_CAMPAIGN_KILLS", 4);
+        let stride = env_u64("STRATA_CAMPAIGN_STRIDE", 8).max(1);
+        let kills = env_u64("STRATA_CAMPAIGN_KILLS", 2);
         let seed = env_u64("STRATA_CAMPAIGN_SEED", 0)
             .max(1)
             .wrapping_add(self.name.len() as u64 * 0x9e37_79b9);
