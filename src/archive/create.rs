@@ -28,6 +28,12 @@ pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
 /// A file changed less than this before we read it is not put in the files
 /// cache (timestamps on ext4/xfs/btrfs advance in ticks of a few ms).
 pub const RACY_MARGIN_NS: i64 = 100_000_000;
+/// Files with at least this much of holes are read by data region, their
+/// holes stored as repeated zero chunks without reading them (a 1 TiB disk
+/// image with 1 MiB of data). Below it, files are read straight through, so
+/// their chunks match those of the same bytes from a stream (`import-tar`,
+/// an export of the file) and deduplicate with them.
+pub const SPARSE_MIN_HOLES: u64 = 1 << 30;
 /// The same for file systems with whole-second timestamps (FAT: 2 s).
 pub const RACY_MARGIN_COARSE_NS: i64 = 2_000_000_000;
 pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -508,7 +514,8 @@ impl Walk<'_, '_> {
                 return Ok(None);
             }
         };
-        let sparse = meta.blocks().saturating_mul(512) < meta.len();
+        let holes = meta.len().saturating_sub(meta.blocks().saturating_mul(512));
+        let sparse = holes >= SPARSE_MIN_HOLES;
         let chunks = if sparse {
             self.read_sparse(&file, path, meta.len())?
         } else {
@@ -577,7 +584,7 @@ impl Walk<'_, '_> {
         self.progress.original = self.stats.original_size;
     }
 
-    /// A file with holes (fewer blocks than its size): its data regions
+    /// A file with holes (SPARSE_MIN_HOLES or more): its data regions
     /// (`SEEK_DATA`/`SEEK_HOLE`) are chunked as usual, each hole becomes
     /// all-zero chunks of the chunker's maximum size without being read or
     /// hashed again. A 1 TiB file with 1 MiB of data takes a moment, not an
@@ -589,9 +596,7 @@ impl Walk<'_, '_> {
         let mut pos = 0u64;
         while pos < len {
             // ENXIO: no data after pos, the rest is a hole
-            let data = rustix::fs::seek(file, S::Data(pos))
-                .unwrap_or(len)
-                .min(len);
+            let data = rustix::fs::seek(file, S::Data(pos)).unwrap_or(len).min(len);
             self.zero_chunks(data - pos, &mut out)?;
             if data >= len {
                 break;
