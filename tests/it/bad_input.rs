@@ -394,3 +394,49 @@ fn a_one_tib_sparse_file_with_one_mib_of_data() {
     g.read_exact_at(&mut buf, 1 << 30).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
 }
+
+#[test]
+fn replicating_to_a_full_disk_fails_cleanly_then_resumes_when_there_is_room() {
+    let env = Env::new();
+    env.init(&[]);
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big"), random("big", 20 << 20)).unwrap();
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    let mnt = env.path("pi-disk");
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = |opts: &str| {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs", mnt.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+    };
+    mount("size=8m");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let pi = mnt.join("offsite").display().to_string();
+    env.ok(&["init", "-e", "none", &pi]);
+    let out = env.run(&["replicate", "--to", &pi, &env.repo()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "replicated 20 MiB into 8: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains("no space left"), "{err}");
+    // the Pi's repository is still valid, and holds no replica
+    env.ok(&["check", &pi]);
+    assert_eq!(env.ok(&["list", "--short", &pi]), "");
+    // a bigger disk (remounted in place): the same command completes
+    mount("remount,size=64m");
+    env.ok(&["replicate", "--to", &pi, &env.repo()]);
+    env.ok(&["check", "--verify-data", &pi]);
+    assert_eq!(env.ok(&["list", "--short", &pi]).lines().count(), 1);
+}

@@ -5,6 +5,7 @@ mod arm;
 mod bad_input;
 mod borg_import;
 mod campaign;
+mod clock;
 mod compact;
 mod crash;
 mod daemon;
