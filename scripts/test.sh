@@ -34,6 +34,9 @@ command -v wg >/dev/null || missing+=(wireguard-tools)
 # qemu-system-aarch64 boots the Raspberry Pi image (pi-image/boot-test.sh).
 command -v qemu-system-aarch64 >/dev/null || missing+=(qemu-system-arm)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+# libfaketime, for clients and a Pi whose clocks are a day off
+# (tests/it/clock.rs).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 # borg itself, for `strata import-borg` (tests/it/borg_import.rs).
 [ -x /usr/bin/borg ] || missing+=(borgbackup)
 # Headless Chromium, driven by playwright-core under Node, for the web page
@@ -71,6 +74,12 @@ pi-image/build.sh base
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# Fuzzing (fuzz/, docs/reliability.md): nightly cargo-fuzz (installed by the
+# script if missing) builds every target once, then runs each for 8 s:
+# about 2 minutes of build when only strata changed, 10 the first time.
+start=$SECONDS
+scripts/fuzz.sh 8
+echo "fuzzed in $((SECONDS - start)) s"
 # The Raspberry Pi release binaries (target/<triple>/release/strata) that
 # tests/it/arm.rs runs under qemu-user: about 6 minutes each on 2 cores.
 for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do

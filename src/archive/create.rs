@@ -28,6 +28,12 @@ pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
 /// A file changed less than this before we read it is not put in the files
 /// cache (timestamps on ext4/xfs/btrfs advance in ticks of a few ms).
 pub const RACY_MARGIN_NS: i64 = 100_000_000;
+/// Files with at least this much of holes are read by data region, their
+/// holes stored as repeated zero chunks without reading them (a 1 TiB disk
+/// image with 1 MiB of data). Below it, files are read straight through, so
+/// their chunks match those of the same bytes from a stream (`import-tar`,
+/// an export of the file) and deduplicate with them.
+pub const SPARSE_MIN_HOLES: u64 = 1 << 30;
 /// The same for file systems with whole-second timestamps (FAT: 2 s).
 pub const RACY_MARGIN_COARSE_NS: i64 = 2_000_000_000;
 pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -111,6 +117,8 @@ struct Walk<'a, 'o> {
     names: Names,
     hardlinks: HashMap<(u64, u64), ByteBuf>,
     refs: HashMap<BlobId, u64>,
+    /// Ids of all-zero chunks by length (holes of sparse files).
+    zero_ids: HashMap<u32, BlobId>,
     stats: ArchiveStats,
     progress: Progress,
     warnings: u64,
@@ -149,6 +157,7 @@ pub fn create(
             names: Names::default(),
             hardlinks: HashMap::new(),
             refs: HashMap::new(),
+            zero_ids: HashMap::new(),
             stats: ArchiveStats::default(),
             progress: Progress::default(),
             warnings: 0,
@@ -505,7 +514,14 @@ impl Walk<'_, '_> {
                 return Ok(None);
             }
         };
-        let Some(chunks) = self.read_chunks(&file, path)? else {
+        let holes = meta.len().saturating_sub(meta.blocks().saturating_mul(512));
+        let sparse = holes >= SPARSE_MIN_HOLES;
+        let chunks = if sparse {
+            self.read_sparse(&file, path, meta.len())?
+        } else {
+            self.read_chunks(&file, path)?
+        };
+        let Some(chunks) = chunks else {
             return Ok(None);
         };
         item.size = chunks.iter().map(|c| c.1 as u64).sum();
@@ -566,6 +582,65 @@ impl Walk<'_, '_> {
         *self.refs.entry(c.0).or_insert(0) += 1;
         self.stats.original_size += c.1 as u64;
         self.progress.original = self.stats.original_size;
+    }
+
+    /// A file with holes (SPARSE_MIN_HOLES or more): its data regions
+    /// (`SEEK_DATA`/`SEEK_HOLE`) are chunked as usual, each hole becomes
+    /// all-zero chunks of the chunker's maximum size without being read or
+    /// hashed again. A 1 TiB file with 1 MiB of data takes a moment, not an
+    /// hour of reading zeros. None if reading failed (warned).
+    fn read_sparse(&mut self, file: &File, path: &Path, len: u64) -> Result<Option<Vec<ChunkRef>>> {
+        use rustix::fs::SeekFrom as S;
+        use std::io::{Seek, SeekFrom};
+        let mut out = Vec::new();
+        let mut pos = 0u64;
+        while pos < len {
+            // ENXIO: no data after pos, the rest is a hole
+            let data = rustix::fs::seek(file, S::Data(pos)).unwrap_or(len).min(len);
+            self.zero_chunks(data - pos, &mut out)?;
+            if data >= len {
+                break;
+            }
+            let hole = rustix::fs::seek(file, S::Hole(data))
+                .unwrap_or(len)
+                .min(len);
+            let mut f = file;
+            if let Err(e) = f.seek(SeekFrom::Start(data)) {
+                self.warn('E', path, format!("read error: {e}"));
+                return Ok(None);
+            }
+            match self.read_chunks(f.take(hole - data), path)? {
+                Some(c) => out.extend(c),
+                None => return Ok(None),
+            }
+            pos = hole;
+        }
+        Ok(Some(out))
+    }
+
+    /// Appends all-zero chunks covering `n` bytes; the ids of zero chunks
+    /// are computed once per length.
+    fn zero_chunks(&mut self, mut n: u64, out: &mut Vec<ChunkRef>) -> Result<()> {
+        let max = self.chunker.params().max as u64;
+        while n > 0 {
+            let len = n.min(max) as u32;
+            let c = match self.zero_ids.get(&len) {
+                Some(id) => ChunkRef(*id, len),
+                None => {
+                    let (id, _) = self.dedup.store(
+                        ObjectType::Data,
+                        vec![0; len as usize],
+                        self.opts.compression,
+                    )?;
+                    self.zero_ids.insert(len, id);
+                    ChunkRef(id, len)
+                }
+            };
+            self.count(&c);
+            out.push(c);
+            n -= len as u64;
+        }
+        Ok(())
     }
 
     /// Chunks a reader into the repository. None if reading failed (warned).

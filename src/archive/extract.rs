@@ -681,7 +681,19 @@ fn write_file(shared: &Shared, job: FileJob) {
 fn write_content(shared: &Shared, file: &mut File, chunks: &[ChunkRef], size: u64) -> Result<()> {
     let mut written = 0u64;
     let mut lost = Vec::new();
+    // With --sparse, a chunk seen to be all zeros (the holes of a sparse
+    // file are stored as repeats of one) is skipped without reading it again.
+    let mut zeros: HashSet<crate::id::BlobId> = HashSet::new();
     for c in chunks {
+        if shared.sparse && zeros.contains(&c.0) {
+            if !shared.dry_run {
+                file.seek(SeekFrom::Current(c.1 as i64))
+                    .map_err(|e| Error::io("writing", e))?;
+            }
+            written += c.1 as u64;
+            shared.bytes.fetch_add(c.1 as u64, Ordering::Relaxed);
+            continue;
+        }
         let data = match shared.repo.read_blob(ObjectType::Data, &c.0) {
             Ok(d) if d.len() == c.1 as usize => d,
             Ok(d) => {
@@ -698,6 +710,9 @@ fn write_content(shared: &Shared, file: &mut File, chunks: &[ChunkRef], size: u6
                 vec![]
             }
         };
+        if shared.sparse && !data.is_empty() && data.iter().all(|&b| b == 0) {
+            zeros.insert(c.0);
+        }
         if !shared.dry_run {
             if data.is_empty() && c.1 > 0 {
                 file.seek(SeekFrom::Current(c.1 as i64))

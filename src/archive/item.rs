@@ -257,17 +257,22 @@ impl Iterator for ItemsReader<'_> {
             Err(e) => return Some(Err(e)),
             Ok(false) => {}
         }
-        Some(
-            rmp_serde::decode::from_read(&mut *self).map_err(|e| match e {
-                rmp_serde::decode::Error::InvalidDataRead(io)
-                | rmp_serde::decode::Error::InvalidMarkerRead(io) => {
-                    match io.into_inner().and_then(|b| b.downcast::<Error>().ok()) {
-                        Some(inner) => *inner,
-                        None => Error::corrupt("items stream is truncated"),
-                    }
-                }
-                other => Error::corrupt(format!("items stream: {other}")),
-            }),
-        )
+        Some(read_item(self))
     }
+}
+
+/// Decodes the next item of an items stream (the concatenated, opened
+/// `Items` blobs). An error of the reader itself (a blob failing to open)
+/// is passed through; anything else is a corrupt stream.
+pub fn read_item<R: std::io::Read>(r: &mut R) -> Result<Item> {
+    rmp_serde::decode::from_read(r).map_err(|e| match e {
+        rmp_serde::decode::Error::InvalidDataRead(io)
+        | rmp_serde::decode::Error::InvalidMarkerRead(io) => {
+            match io.into_inner().and_then(|b| b.downcast::<Error>().ok()) {
+                Some(inner) => *inner,
+                None => Error::corrupt("items stream is truncated"),
+            }
+        }
+        other => Error::corrupt(format!("items stream: {other}")),
+    })
 }

@@ -47,13 +47,19 @@ impl Archive {
         rmp_serde::to_vec_named(self).map_err(|e| Error::invalid(format!("encoding archive: {e}")))
     }
 
-    pub fn load(repo: &Repository, r: &ArchiveRef) -> Result<Self> {
-        let data = repo.read_blob(ObjectType::Archive, &r.id)?;
-        let a: Self = rmp_serde::from_slice(&data)
-            .map_err(|e| Error::corrupt(format!("archive {}: {e}", r.name)))?;
+    /// Decodes an opened archive object; `name` names it in errors.
+    pub fn decode(data: &[u8], name: &str) -> Result<Self> {
+        let a: Self = rmp_serde::from_slice(data)
+            .map_err(|e| Error::corrupt(format!("archive {name}: {e}")))?;
         if a.version != ARCHIVE_VERSION {
             return Err(Error::Unsupported(format!("archive version {}", a.version)));
         }
+        Ok(a)
+    }
+
+    pub fn load(repo: &Repository, r: &ArchiveRef) -> Result<Self> {
+        let data = repo.read_blob(ObjectType::Archive, &r.id)?;
+        let a = Self::decode(&data, &r.name)?;
         if a.name != r.name {
             return Err(Error::corrupt(format!(
                 "archive {} is stored under the name {}",

@@ -3,12 +3,107 @@
 //! `kill -9`: no destructors, no flushing) at the N-th write or delete of the
 //! process; `STRATA_FAULT_CRASH_WHEN=after` crashes just after it completed
 //! instead of just before. Test-only; documented in docs/FORMAT.md.
+//!
+//! Finer failpoints inside the local store (also what `strata serve` writes
+//! through): `STRATA_FAULT_STEP_AT=N` acts at the N-th durable step of the
+//! process (a data write, an fsync, a rename, a directory fsync, a delete;
+//! `STRATA_FAULT_STEP_KINDS=fsync,rename` counts only those).
+//! `STRATA_FAULT_STEP_ACTION=crash` (the default) aborts just before the
+//! step; `eio` makes that one step fail with EIO, once, the way a dying disk
+//! does (tests/it/campaign.rs; docs/reliability.md).
 
 use super::{Backend, FileInfo, FileKind, Space};
 use crate::error::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const CRASH_ENV: &str = "STRATA_FAULT_CRASH_AT";
+pub const STEP_AT_ENV: &str = "STRATA_FAULT_STEP_AT";
+pub const STEP_ACTION_ENV: &str = "STRATA_FAULT_STEP_ACTION";
+pub const STEP_KINDS_ENV: &str = "STRATA_FAULT_STEP_KINDS";
+pub const STEP_LOG_ENV: &str = "STRATA_FAULT_STEP_LOG";
+
+/// A durable step of the local store.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Write,
+    Fsync,
+    Rename,
+    DirSync,
+    Delete,
+}
+
+impl Step {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "write" => Self::Write,
+            "fsync" => Self::Fsync,
+            "rename" => Self::Rename,
+            "dirsync" => Self::DirSync,
+            "delete" => Self::Delete,
+            _ => return None,
+        })
+    }
+}
+
+struct StepFault {
+    at: u64,
+    eio: bool,
+    kinds: Vec<Step>,
+    count: AtomicU64,
+}
+
+impl StepFault {
+    fn from_env() -> Option<Self> {
+        let at = std::env::var(STEP_AT_ENV).ok()?.parse().ok()?;
+        let eio = std::env::var(STEP_ACTION_ENV).is_ok_and(|a| a == "eio");
+        let kinds = match std::env::var(STEP_KINDS_ENV) {
+            Ok(k) => k.split(',').filter_map(Step::parse).collect(),
+            Err(_) => vec![
+                Step::Write,
+                Step::Fsync,
+                Step::Rename,
+                Step::DirSync,
+                Step::Delete,
+            ],
+        };
+        Some(Self {
+            at,
+            eio,
+            kinds,
+            count: AtomicU64::new(0),
+        })
+    }
+}
+
+static STEP_FAULT: std::sync::OnceLock<Option<StepFault>> = std::sync::OnceLock::new();
+
+/// Called by the local store before each durable step: Ok unless the
+/// failpoint variables chose this step (then EIO, or an abort). With
+/// `STRATA_FAULT_STEP_LOG=FILE` each step also appends its kind to FILE, so
+/// a campaign knows how many steps of each kind a clean run takes.
+pub fn step(kind: Step) -> std::io::Result<()> {
+    static LOG: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    if let Some(path) = LOG.get_or_init(|| std::env::var_os(STEP_LOG_ENV)) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{kind:?}")?;
+    }
+    let Some(f) = STEP_FAULT.get_or_init(StepFault::from_env) else {
+        return Ok(());
+    };
+    if !f.kinds.contains(&kind) || f.count.fetch_add(1, Ordering::SeqCst) + 1 != f.at {
+        return Ok(());
+    }
+    if f.eio {
+        return Err(std::io::Error::from_raw_os_error(
+            nix::errno::Errno::EIO as i32,
+        ));
+    }
+    std::process::abort()
+}
 pub const CRASH_WHEN_ENV: &str = "STRATA_FAULT_CRASH_WHEN";
 
 pub struct CrashAt<B> {

@@ -1,5 +1,6 @@
 //! A repository in a local directory (also a mounted USB drive or NFS share).
 
+use super::fault::{Step, step};
 use super::{Backend, FileInfo, FileKind, Space, valid_name};
 use crate::error::{Error, IoContext, Result};
 use std::fs::{self, File, OpenOptions};
@@ -108,10 +109,15 @@ fn write_file(path: &Path, data: &[u8], same_ok: bool) -> Result<()> {
             .create_new(true)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(data)
+        step(Step::Write)
+            .and_then(|()| f.write_all(data))
             .ctx(|| format!("writing {}", path.display()))?;
-        f.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        step(Step::Fsync)
+            .and_then(|()| f.sync_all())
+            .ctx(|| format!("syncing {}", path.display()))?;
+        step(Step::Rename).ctx(|| format!("renaming to {}", path.display()))?;
         rename_noreplace(&tmp, path, same_ok)?;
+        step(Step::DirSync).ctx(|| format!("syncing directory {}", dir.display()))?;
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -258,7 +264,7 @@ impl Backend for LocalBackend {
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name)?;
-        match fs::remove_file(&path) {
+        match step(Step::Delete).and_then(|()| fs::remove_file(&path)) {
             Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("deleting {}", path.display()), e)),

@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 pub const KEYFILE_VERSION: u32 = 1;
 pub const KEY_AAD_PREFIX: &[u8] = b"strata key file v1 ";
 pub const XNONCE_LEN: usize = 24;
+/// Most Argon2 memory a key file may ask for: 1 GiB, 16 times the default,
+/// and what a 2 GiB Raspberry Pi can still give (4 GiB, the earlier bound,
+/// cannot even be mapped by a 32-bit process).
+pub const KDF_MAX_MEMORY_KIB: u32 = 1024 * 1024;
+pub const KDF_MAX_ITERATIONS: u32 = 64;
+pub const KDF_MAX_PARALLELISM: u32 = 16;
 
 /// Argon2id cost parameters, stored in the key file so they can be raised later.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,8 +161,12 @@ pub(crate) fn derive_kek(kdf: &KdfParams, passphrase: &[u8]) -> Result<[u8; 32]>
             kdf.algorithm
         )));
     }
-    // Bound the cost a hostile key file can demand (4 GiB, 64 passes).
-    if kdf.memory_kib > 4 * 1024 * 1024 || kdf.iterations > 64 || kdf.parallelism > 16 {
+    // Bound the cost a hostile key file (a repokey comes from the store) can
+    // demand: no more memory than a Raspberry Pi can give, 64 passes.
+    if kdf.memory_kib > KDF_MAX_MEMORY_KIB
+        || kdf.iterations > KDF_MAX_ITERATIONS
+        || kdf.parallelism > KDF_MAX_PARALLELISM
+    {
         return Err(Error::corrupt("key file asks for absurd KDF parameters"));
     }
     let salt = hex::decode(&kdf.salt).map_err(|_| Error::corrupt("key file salt"))?;
@@ -173,6 +183,20 @@ pub(crate) fn derive_kek(kdf: &KdfParams, passphrase: &[u8]) -> Result<[u8; 32]>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_asking_for_more_than_the_kdf_bounds_is_refused_before_allocating() {
+        let p = KeyPayload {
+            repository_id: "ab".into(),
+            mode: Mode::Repokey,
+            cipher: Some(Cipher::Aes256Gcm),
+            master: hex::encode([1u8; 64]),
+        };
+        let mut kf = KeyFile::seal(&p, b"right", KdfParams::insecure_test_cost()).unwrap();
+        kf.kdf.memory_kib = KDF_MAX_MEMORY_KIB + 1;
+        let err = kf.unlock(b"right", "r").err().unwrap().to_string();
+        assert!(err.contains("absurd KDF parameters"), "{err}");
+    }
 
     #[test]
     fn wrong_passphrase_is_reported() {

@@ -240,13 +240,22 @@ pub(crate) fn take_snapshot(source: &dyn Backend) -> Result<Snapshot> {
     let config = RepoConfig::parse(&config_bytes, &location)?;
     // Order matters: newest manifest, then index/, then data/ (module doc).
     let manifests = source.list(FileKind::Manifest)?;
+    // No manifest at all: initialised, never backed up (a host added today,
+    // before its first backup). Its config and key are still worth a copy;
+    // failing here would fail every nightly run until that first backup.
     let generation = manifests
         .iter()
         .filter_map(|f| manifest::parse_file_name(&f.name))
-        .max()
-        .ok_or_else(|| Error::corrupt(format!("{location} has no manifest")))?;
-    let newest_name = manifest::file_name(generation);
-    let newest = source.read(FileKind::Manifest, &newest_name)?;
+        .max();
+    let newest = match generation {
+        Some(g) => {
+            let name = manifest::file_name(g);
+            let bytes = source.read(FileKind::Manifest, &name)?;
+            Some((name, bytes))
+        }
+        None => None,
+    };
+    let generation = generation.unwrap_or(0);
     let keys = source.list(FileKind::Key)?;
     let indexes = source.list(FileKind::Index)?;
     let packs = source.list(FileKind::Pack)?;
@@ -277,7 +286,9 @@ pub(crate) fn take_snapshot(source: &dyn Backend) -> Result<Snapshot> {
     push(FileKind::Index, indexes);
     push(FileKind::Pack, packs);
     let mut preread = HashMap::new();
-    preread.insert(format!("manifest/{newest_name}"), newest);
+    if let Some((name, bytes)) = newest {
+        preread.insert(format!("manifest/{name}"), bytes);
+    }
     preread.insert(CONFIG_FILE.to_string(), config_bytes);
     Ok(Snapshot {
         config,

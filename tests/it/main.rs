@@ -2,17 +2,22 @@
 
 mod ansible;
 mod arm;
+mod bad_input;
 mod borg_import;
+mod campaign;
+mod clock;
 mod compact;
 mod crash;
 mod daemon;
 mod dumps;
 mod errors;
 mod lifecycle;
+mod load;
 mod malicious;
 mod metrics;
 mod modes;
 mod mount;
+mod netcut;
 mod netns;
 mod offsite;
 mod pi_image;

@@ -255,6 +255,8 @@ fn sshd_config(d: &Path, port: u16, host_key: &Path, authorized_keys: &Path) -> 
     // and no Subsystem lines: clients cannot inject environment variables
     // and there is no sftp. PermitUserRC/PrintMotd/PrintLastLog off so
     // nothing but the command itself writes to the session's output.
+    // MaxStartups well above the default 10: the load test (load.rs)
+    // connects 20 hosts at once, which sshd would otherwise drop at random.
     // SHLVL=1: bash sources ~/.bashrc when it thinks sshd started it (no
     // SHLVL yet); a .bashrc that runs slow or lock-taking tools (pyenv
     // rehash waits 60 s on a lock a killed session left) must not reach
@@ -278,6 +280,8 @@ fn sshd_config(d: &Path, port: u16, host_key: &Path, authorized_keys: &Path) -> 
          PrintMotd no\n\
          PrintLastLog no\n\
          UseDNS no\n\
+         MaxStartups 100:30:200\n\
+         MaxSessions 100\n\
          LogLevel VERBOSE\n",
         host_key = host_key.display(),
         pid = d.join("sshd.pid").display(),

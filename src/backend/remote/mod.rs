@@ -361,6 +361,7 @@ impl RemoteBackend {
             }
             return Err(lost());
         }
+        let started = std::time::Instant::now();
         {
             let mut guard = lane.stdin.lock().map_err(|_| lost())?;
             let w = guard.as_mut().ok_or_else(lost)?;
@@ -368,11 +369,35 @@ impl RemoteBackend {
                 return Err(lost());
             }
         }
-        match rx.recv() {
+        let reply = rx.recv();
+        record_latency(started.elapsed());
+        match reply {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(e)) => Err(from_remote(e, &self.display)),
             Err(_) => Err(lost()),
         }
+    }
+}
+
+/// With `STRATA_RPC_LATENCY_LOG=FILE`, every call's round trip (request
+/// written to reply received, in microseconds) is appended to FILE, one per
+/// line: the load benchmark's p99 (docs/reliability.md). Off otherwise.
+fn record_latency(d: std::time::Duration) {
+    static LOG: std::sync::OnceLock<Option<Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+    let log = LOG.get_or_init(|| {
+        let path = std::env::var_os("STRATA_RPC_LATENCY_LOG")?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()?;
+        Some(Mutex::new(f))
+    });
+    if let Some(f) = log
+        && let Ok(mut f) = f.lock()
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{}", d.as_micros());
     }
 }
 

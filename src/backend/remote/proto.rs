@@ -233,9 +233,18 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<Opt
             "peer sent a frame of {len} bytes, more than the limit of {MAX_FRAME}"
         )));
     }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body)
+    // Memory grows with the bytes that arrive, not with what the peer
+    // announced: a length prefix alone cannot make us allocate 64 MiB.
+    let mut body = Vec::with_capacity((len as usize).min(1 << 20));
+    let got = Read::take(&mut *r, len as u64)
+        .read_to_end(&mut body)
         .map_err(|e| Error::io("reading from the connection", e))?;
+    if got != len as usize {
+        return Err(Error::io(
+            "reading from the connection",
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ));
+    }
     rmp_serde::from_slice(&body)
         .map(Some)
         .map_err(|e| Error::invalid(format!("malformed protocol frame: {e}")))

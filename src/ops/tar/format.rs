@@ -272,7 +272,8 @@ impl<R: Read> TarReader<R> {
         if self.ended {
             return Ok(None);
         }
-        let rest = self.remaining + self.padding;
+        // saturating: a hostile size near 2^64 must not wrap into a small skip
+        let rest = self.remaining.saturating_add(self.padding);
         self.skip(rest, "inside a member's data")?;
         self.remaining = 0;
         self.padding = 0;
@@ -313,7 +314,7 @@ impl<R: Read> TarReader<R> {
                 // A global header describes no member: the archive may end after it.
                 pending.any |= typeflag != b'g';
                 if size > MAX_EXTENSION {
-                    self.skip(size + pad(size), "inside an extension header")?;
+                    self.skip(size.saturating_add(pad(size)), "inside an extension header")?;
                     pending.problem = Some(format!(
                         "its extension header ({}) claims {size} bytes, over the {MAX_EXTENSION}-byte limit",
                         typeflag as char
@@ -694,6 +695,43 @@ pub fn write_end(w: &mut dyn Write) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header whose size (GNU base-256) is 2^64 - 1: found by the `tar`
+    /// fuzz target, where skipping it (size + padding) overflowed.
+    fn huge_member(typeflag: u8) -> Vec<u8> {
+        let mut h = [0u8; BLOCK];
+        h[..4].copy_from_slice(b"huge");
+        h[124] = 0x80;
+        h[128..136].fill(0xff);
+        h[156] = typeflag;
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut t = h.to_vec();
+        t.extend_from_slice(&[1u8; 3 * BLOCK]);
+        t
+    }
+
+    #[test]
+    fn a_size_near_2_64_is_truncation_not_overflow() {
+        for flag in [REGULAR, PAX_LOCAL] {
+            let data = huge_member(flag);
+            let mut r = TarReader::new(&data[..]);
+            let mut err = None;
+            for _ in 0..3 {
+                match r.next_member() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        err = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            let err = err.expect("a stream this short is an error");
+            assert!(err.contains("truncated"), "{err}");
+        }
+    }
 
     #[test]
     fn numbers_octal_and_base256() {
