@@ -12,6 +12,9 @@ secs=${1:-60}
 shift || true
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+# FUZZ_TARGET_DIR: where the (nightly, sanitizer) build goes; CI keeps it
+# outside the clone so only strata itself is rebuilt on each run.
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target}
 start=$SECONDS
 cargo +nightly fuzz build -O
 echo "fuzz: built in $((SECONDS - start)) s"
@@ -24,7 +27,7 @@ for t in "${targets[@]}"; do
   dirs=("corpus/$t")
   [ -d "seeds/$t" ] && dirs+=("seeds/$t")
   log="artifacts/$t/last-run.log"
-  if "target/$host/release/$t" "${dirs[@]}" -artifact_prefix="artifacts/$t/" \
+  if "$CARGO_TARGET_DIR/$host/release/$t" "${dirs[@]}" -artifact_prefix="artifacts/$t/" \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
     -print_final_stats=1 >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")

@@ -76,9 +76,10 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Fuzzing (fuzz/, docs/reliability.md): nightly cargo-fuzz (installed by the
 # script if missing) builds every target once, then runs each for 8 s:
-# about 2 minutes of build when only strata changed, 10 the first time.
+# about 2 minutes of build when only strata changed, 10 the first time
+# (the build is kept in /var/cache/strata-ci/fuzz-target between runs).
 start=$SECONDS
-scripts/fuzz.sh 8
+FUZZ_TARGET_DIR=/var/cache/strata-ci/fuzz-target scripts/fuzz.sh 8
 echo "fuzzed in $((SECONDS - start)) s"
 # The Raspberry Pi release binaries (target/<triple>/release/strata) that
 # tests/it/arm.rs runs under qemu-user: about 6 minutes each on 2 cores.
