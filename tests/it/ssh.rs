@@ -230,7 +230,10 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().unwrap().len())
+        // The server renames its temporary files while this walks: one
+        // gone between readdir and stat counts as nothing yet.
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
         .sum()
 }
 
