@@ -131,14 +131,7 @@ fn a_fifo_without_a_writer_does_not_block_a_backup() {
     env.init(&[]);
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        src.join("never-opened"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&src.join("never-opened"), 0o600);
     std::fs::write(src.join("file"), b"x").unwrap();
     // given as a directory entry and as an argument of its own: stored as a
     // FIFO, never opened (an open would wait for a writer forever)

@@ -69,14 +69,7 @@ fn make_borg_tree(root: &Path) {
     std::os::unix::fs::symlink("data.bin", root.join("rel-link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/abs", root.join("abs-dangling")).unwrap();
     xattr::set(root.join("data.bin"), "user.origin", b"borg test").unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        root.join("fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o620),
-        0,
-    )
-    .unwrap();
+    mkfifo(&root.join("fifo"), 0o620);
     // mostly zeros: a 4 MiB hole between two small runs of data
     let f = std::fs::File::create(root.join("sparse-ish")).unwrap();
     use std::os::unix::fs::FileExt;

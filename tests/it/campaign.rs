@@ -38,18 +38,6 @@ impl Rng {
     }
 }
 
-fn copy_of(template: &Env) -> Env {
-    let env = Env::new();
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", template.dir.path().display()))
-        .arg(env.dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    env
-}
-
 /// Bytes of complete pack files under `dir/data` (temporaries excluded).
 fn pack_bytes(dir: &Path) -> u64 {
     walkdir::WalkDir::new(dir.join("data"))

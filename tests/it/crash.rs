@@ -7,18 +7,6 @@
 use crate::util::*;
 use std::path::{Path, PathBuf};
 
-fn copy_of(template: &Env) -> Env {
-    let env = Env::new();
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", template.dir.path().display()))
-        .arg(env.dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    env
-}
-
 /// Runs `op` on a fresh copy of `template` with a crash at mutation 1, 2, …
 /// (before or after it) until it runs to the end; calls `verify` after each
 /// crash. Returns the number of crash points.

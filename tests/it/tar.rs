@@ -132,14 +132,7 @@ fn gnu_tar_reads_our_exports_and_we_read_its_pax_archives() {
     std::fs::write(src.join("d/x"), random("x", 300_000)).unwrap();
     xattr::set(src.join("d/x"), "user.note", b"kept by both").unwrap();
     std::fs::hard_link(src.join("d/x"), src.join("d/x-link")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        src.join("d/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&src.join("d/fifo"), 0o600);
     let t = rustix::fs::Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: 1_500_000_000,

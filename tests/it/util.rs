@@ -145,6 +145,31 @@ pub fn posix_acl() -> Vec<u8> {
     v
 }
 
+/// A new test environment holding a copy of `template`'s files.
+pub fn copy_of(template: &Env) -> Env {
+    let env = Env::new();
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", template.dir.path().display()))
+        .arg(env.dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    env
+}
+
+/// Makes a FIFO with `mode`.
+pub fn mkfifo(p: &Path, mode: u32) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(mode),
+        0,
+    )
+    .unwrap();
+}
+
 /// Sets a path's mtime (and atime) without following a symlink.
 pub fn set_mtime(p: &Path, secs: i64, nsec: i64) {
     let ts = rustix::fs::Timespec {
@@ -189,14 +214,7 @@ pub fn make_tree(root: &Path) {
     f.write_all_at(&random("s1", 1 << 20), 0).unwrap();
     f.write_all_at(&random("s2", 1 << 20), 9 << 20).unwrap();
     drop(f);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        root.join("fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o640),
-        0,
-    )
-    .unwrap();
+    mkfifo(&root.join("fifo"), 0o640);
     rustix::fs::mknodat(
         rustix::fs::CWD,
         root.join("null-dev"),
