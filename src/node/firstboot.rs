@@ -287,7 +287,7 @@ pub fn plan(cfg: &NodeConfig, drive: DrivePlan) -> Result<Plan> {
     // The root file system read-only from the next boot on.
     p.steps.push(root("/etc/fstab", fstab(true), 0o644));
 
-    let mut enable: Vec<String> = [
+    let enable = [
         "systemctl",
         "enable",
         "wg-quick@wg0.service",
@@ -295,12 +295,9 @@ pub fn plan(cfg: &NodeConfig, drive: DrivePlan) -> Result<Plan> {
         MOUNT_UNIT,
         "strata-offsite-init.service",
         "strata.service",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     p.steps.push(Step::Run {
-        argv: std::mem::take(&mut enable),
+        argv: enable.iter().map(|s| s.to_string()).collect(),
     });
     Ok(p)
 }
