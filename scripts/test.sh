@@ -71,6 +71,10 @@ scripts/ansible-prepare.sh
 # qemu-user the first time, then reused until its package list changes.
 # It installs what it needs (mmdebstrap, mtools, dosfstools, fdisk).
 pi-image/build.sh base
+# Garage, the S3 store of tests/it/s3.rs (three nodes on loopback): built
+# from the crate registry once (about 19 minutes), cached in
+# /var/cache/strata-ci/garage.
+scripts/garage.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -95,7 +95,7 @@ pub struct Node {
 #[serde(deny_unknown_fields)]
 pub struct Repository {
     pub name: String,
-    /// A path or an ssh:// URL.
+    /// A path, an ssh:// URL or an s3://BUCKET/PREFIX URL.
     pub location: String,
     /// A file whose first line is the passphrase (mode 0600).
     pub passphrase_file: Option<PathBuf>,
@@ -106,6 +106,8 @@ pub struct Repository {
     pub known_hosts: Option<PathBuf>,
     /// The strata program on the server.
     pub remote_path: Option<String>,
+    /// Endpoint, region, path style and credentials file of an s3:// location.
+    pub s3: Option<crate::backend::s3::S3Settings>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]

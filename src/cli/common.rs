@@ -5,7 +5,6 @@ use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 use std::time::Duration;
 use strata::backend::Backend;
-use strata::backend::remote::RemoteUrl;
 use strata::repo::client::ClientDirs;
 use strata::repo::{LockMode, OpenOptions, Passphrase, Repository};
 
@@ -115,7 +114,7 @@ impl Location {
     }
 
     pub fn is_remote(&self) -> bool {
-        RemoteUrl::parse(&self.repo).is_some()
+        strata::backend::is_url(&self.repo)
     }
 
     pub fn archive(&self) -> Result<&str> {

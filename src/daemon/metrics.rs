@@ -138,7 +138,7 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
     // File systems holding local repositories and the state directory.
     let mut paths: Vec<PathBuf> = vec![cfg.state_dir()];
     for r in cfg.repositories.iter().map(|r| r.get_ref()) {
-        if crate::backend::remote::RemoteUrl::parse(&r.location).is_none() {
+        if !crate::backend::is_url(&r.location) {
             paths.push(PathBuf::from(&r.location));
         }
     }
@@ -184,7 +184,7 @@ pub fn render(cfg: &Config, history: &History, running: &[String], dirs: &Client
         "1 if a local repository lies on the root file system (its drive may be unmounted).",
     );
     for r in cfg.repositories.iter().map(|r| r.get_ref()) {
-        if crate::backend::remote::RemoteUrl::parse(&r.location).is_none() {
+        if !crate::backend::is_url(&r.location) {
             let p = Path::new(&r.location);
             let probe = p.ancestors().find(|a| a.exists()).unwrap_or(Path::new("/"));
             o.sample(

@@ -128,11 +128,12 @@ fn ssh_options(r: &config::Repository) -> Option<SshOptions> {
 }
 
 pub(crate) fn backend_of(r: &config::Repository) -> Result<Arc<dyn crate::backend::Backend>> {
-    crate::backend::open_location(
+    crate::backend::open_location_with(
         &r.location,
         false,
         r.remote_path.as_deref().unwrap_or("strata"),
         ssh_options(r),
+        r.s3.as_ref(),
     )
 }
 
@@ -605,7 +606,7 @@ pub(crate) fn expand_sources(sources: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for s in sources {
         match s.strip_suffix("/*") {
-            Some(dir) if crate::backend::remote::RemoteUrl::parse(s).is_none() => {
+            Some(dir) if !crate::backend::is_url(s) => {
                 let mut found: Vec<String> = std::fs::read_dir(dir)
                     .map(|rd| {
                         rd.filter_map(|e| e.ok())
@@ -683,8 +684,19 @@ fn replicate(
                 lock_notice: &|_| {},
                 command_line: vec!["strata daemon".into(), job.name.clone()],
             };
-            let res = crate::backend::open_location(src, false, "strata", None)
-                .and_then(|b| crate::ops::replicate::replicate(b, &mut target, &opts, log));
+            // A source configured as a repository brings its settings (SSH
+            // key, S3 endpoint); a bare path or URL uses the environment's.
+            let source = match ctx
+                .cfg
+                .repositories
+                .iter()
+                .find(|r| r.get_ref().location == *src)
+            {
+                Some(r) => backend_of(r.get_ref()),
+                None => crate::backend::open_location(src, false, "strata", None),
+            };
+            let res =
+                source.and_then(|b| crate::ops::replicate::replicate(b, &mut target, &opts, log));
             match res {
                 Ok(r) => {
                     made += 1;

@@ -178,6 +178,9 @@ fn rfc3339(unix: i64) -> Option<String> {
 }
 
 fn space_key(node: &str, location: &str) -> String {
+    if let Some(Ok(u)) = crate::backend::s3::S3Url::parse(location) {
+        return format!("s3:{}", u.bucket);
+    }
     match crate::backend::remote::RemoteUrl::parse(location) {
         Some(_) => location
             .split_once("://")

@@ -50,6 +50,10 @@ impl RemoteUrl {
             });
         }
         // scp-like: no slash before the first colon, and not a local path
+        // nor another scheme's URL (`s3://…`)
+        if s.contains("://") {
+            return None;
+        }
         let (hostpart, path) = s.split_once(':')?;
         if hostpart.is_empty() || hostpart.contains('/') || path.is_empty() {
             return None;
@@ -718,5 +722,6 @@ mod tests {
         assert_eq!(RemoteUrl::parse("./dir:with:colons"), None);
         assert_eq!(RemoteUrl::parse("relative/dir"), None);
         assert_eq!(RemoteUrl::parse("ssh://host:notaport/x"), None);
+        assert_eq!(RemoteUrl::parse("s3://bucket/prefix"), None);
     }
 }
