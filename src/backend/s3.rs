@@ -404,6 +404,9 @@ impl S3Backend {
             | object_store::Error::Precondition { .. } => {
                 io(std::io::ErrorKind::AlreadyExists, "file exists")
             }
+            _ if code.contains("Quota") || said.to_ascii_lowercase().contains("quota") => {
+                Error::DiskFull(format!("{target} (the bucket's quota is reached: {said})"))
+            }
             _ if code == "AuthorizationHeaderMalformed" => Error::Denied(format!(
                 "{target}: the store expects another region: set AWS_REGION (or the repository's s3.region) to the store's (Garage: its s3_region) ({said})"
             )),
@@ -411,9 +414,6 @@ impl S3Backend {
             | object_store::Error::Unauthenticated { .. } => Error::Denied(format!(
                 "{target}: access denied: check the S3 credentials (AWS_ACCESS_KEY_ID or the credentials file) and the key's permissions on the bucket ({said})"
             )),
-            _ if code.contains("Quota") || said.to_ascii_lowercase().contains("quota") => {
-                Error::DiskFull(format!("{target} (the bucket's quota is reached: {said})"))
-            }
             _ if text.contains("error sending request")
                 || text.contains("onnect")
                 || text.contains("dns error") =>

@@ -357,6 +357,28 @@ fn s3_failures_are_one_clear_line() {
     assert!(err.contains("already exists"), "{err}");
     let err = one_line_error(&run(&[], &["init", "s3://strata/a/../b"]));
     assert!(err.contains("bad prefix"), "{err}");
+    // A bucket over its quota is a full disk: the backup fails, names the
+    // quota, commits nothing; with room again the next run succeeds.
+    g.cli(&["bucket", "create", "small"]);
+    g.cli(&[
+        "bucket", "allow", "--read", "--write", "small", "--key", "strata",
+    ]);
+    g.cli(&["bucket", "set-quotas", "--max-size", "4MiB", "small"]);
+    ok(&["init", "s3://small/repo"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big"), random("s3-quota", 30_000_000)).unwrap();
+    let err = one_line_error(&run(
+        &[],
+        &["create", "s3://small/repo::big", src.to_str().unwrap()],
+    ));
+    assert!(err.contains("quota"), "{err}");
+    assert_eq!(ok(&["list", "--short", "s3://small/repo"]), "");
+    ok(&["check", "s3://small/repo"]);
+    g.cli(&["bucket", "set-quotas", "--max-size", "none", "small"]);
+    ok(&["create", "s3://small/repo::big", src.to_str().unwrap()]);
+    ok(&["check", "--verify-data", "s3://small/repo"]);
+
     // no credentials anywhere
     let out = env
         .cmd()
