@@ -669,6 +669,23 @@ keep_daily = 7
     }
 
     #[test]
+    fn an_s3_repository_takes_its_settings_from_its_table() {
+        let src = GOOD.replace(
+            "passcommand = [\"cat\", \"/etc/strata/passphrase\"]",
+            "passcommand = [\"cat\", \"/etc/strata/passphrase\"]\n\n[[repository]]\nname = \"garage\"\nlocation = \"s3://backups/offsite\"\n[repository.s3]\nendpoint = \"http://10.8.0.1:3900\"\nregion = \"garage\"\ncredentials_file = \"/etc/strata/s3.credentials\"\nprofile = \"offsite\"",
+        );
+        let c = Config::parse(&src, Path::new("strata.toml")).unwrap();
+        let r = c.repository("garage").unwrap();
+        let s3 = r.s3.as_ref().unwrap();
+        assert_eq!(s3.endpoint.as_deref(), Some("http://10.8.0.1:3900"));
+        assert_eq!(s3.region.as_deref(), Some("garage"));
+        assert_eq!(s3.profile.as_deref(), Some("offsite"));
+        assert_eq!(s3.path_style, None);
+        let typo = src.replace("profile = ", "profil = ");
+        assert!(err_of(&typo).contains("profil"), "{}", err_of(&typo));
+    }
+
+    #[test]
     fn mistakes_are_reported_at_their_line() {
         let typo = GOOD.replace("keep_daily = 7", "keep_dayly = 7");
         let e = err_of(&typo);

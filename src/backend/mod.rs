@@ -90,6 +90,11 @@ pub trait Backend: Send + Sync {
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>>;
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// `write` of bytes the caller no longer needs: a store that keeps them
+    /// past the call (an asynchronous upload) takes them without a copy.
+    fn write_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<()> {
+        self.write(kind, name, &data)
+    }
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
     fn space(&self) -> Result<Space>;

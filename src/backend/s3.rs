@@ -488,11 +488,10 @@ impl S3Backend {
         }
     }
 
-    fn put_content_addressed(&self, key: &Key, data: &[u8]) -> Result<()> {
+    fn put_content_addressed(&self, key: &Key, bytes: Bytes) -> Result<()> {
         let store = self.store.clone();
         let k = key.clone();
-        let bytes = Bytes::copy_from_slice(data);
-        let r = if data.len() > MULTIPART_THRESHOLD {
+        let r = if bytes.len() > MULTIPART_THRESHOLD {
             // Parts travel in parallel; each holds a request permit of its
             // own, so this call runs outside the one-permit `block`.
             let permits = self.requests.clone();
@@ -676,7 +675,7 @@ impl Backend for S3Backend {
             .map_err(|e| self.error("reading", &key, e))?;
         self.received
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(data.to_vec())
+        Ok(Vec::from(data))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
@@ -704,17 +703,22 @@ impl Backend for S3Backend {
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"),
             ));
         }
-        Ok(data.to_vec())
+        Ok(Vec::from(data))
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.write_owned(kind, name, data.to_vec())
+    }
+
+    fn write_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<()> {
         let key = self.key(kind, name)?;
+        let len = data.len() as u64;
         if matches!(kind, FileKind::Pack | FileKind::Index) {
-            self.put_content_addressed(&key, data)?;
+            self.put_content_addressed(&key, Bytes::from(data))?;
         } else {
-            self.put_new(&key, data)?;
+            self.put_new(&key, &data)?;
         }
-        self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.sent.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 

@@ -63,7 +63,7 @@ pub struct ReplicateArgs {
     /// Print the results as JSON on standard output.
     #[arg(long)]
     pub json: bool,
-    /// Source repositories (local paths or ssh:// URLs).
+    /// Source repositories (local paths, ssh:// or s3:// URLs).
     #[arg(required = true, value_name = "SOURCE")]
     pub sources: Vec<String>,
 }

@@ -27,7 +27,7 @@ pub struct RestoreRepoArgs {
     pub json: bool,
     /// The repository to copy (with --replica: its name in the replica).
     pub source: String,
-    /// The new repository location (a path or ssh:// URL; must not hold a repository).
+    /// The new repository location (a path, ssh:// or s3:// URL; must not hold a repository).
     pub dest: String,
 }
 

@@ -43,8 +43,10 @@ pub const EXIT_ERROR: i32 = 2;
     long_about = "strata backs up file trees into repositories: deduplicated by content-defined \
 chunks, compressed, and encrypted on the client (AES-256-GCM or ChaCha20-Poly1305, keys derived \
 with Argon2id). Repository files are immutable once written, so a crash at any moment leaves a \
-valid repository.\n\nRepositories are named REPO (a path), archives REPO::ARCHIVE; with \
-STRATA_REPO set, ::ARCHIVE is enough. Passphrases come from STRATA_PASSPHRASE, STRATA_PASSCOMMAND \
+valid repository.\n\nRepositories are named REPO: a path, ssh://user@host[:port]/path (or \
+user@host:path), or s3://bucket/prefix (endpoint, region and keys from STRATA_S3_ENDPOINT, \
+AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials). Archives are \
+REPO::ARCHIVE; with STRATA_REPO set, ::ARCHIVE is enough. Passphrases come from STRATA_PASSPHRASE, STRATA_PASSCOMMAND \
 or a prompt.\n\nExit codes: 0 success, 1 warning (some files could not be read), 2 error.",
     after_help = "Start with `strata demo` for a guided tour, or:\n  strata init /backup/repo\n  strata create --stats /backup/repo::'{hostname}-{now}' ~/\n  strata list /backup/repo\n  strata extract /backup/repo::ARCHIVE"
 )]

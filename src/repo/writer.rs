@@ -206,7 +206,7 @@ fn packer(
             let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 for (id, bytes) in up_rx {
-                    let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
+                    let r = backend.write_owned(FileKind::Pack, &id.to_hex(), bytes);
                     if done_tx.send((id, r)).is_err() {
                         break;
                     }
