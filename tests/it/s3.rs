@@ -419,3 +419,110 @@ fn s3_failures_are_one_clear_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_daemons_jobs_back_up_and_replicate_to_buckets_named_in_the_config() {
+    let env = Env::new();
+    let g = Garage::start();
+    let src = env.path("src");
+    make_tree(&src);
+    // Secrets in a credentials file named by strata.toml; nothing in the
+    // environment.
+    let creds = env.path("s3.credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[offsite]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            g.key_id, g.secret
+        ),
+    )
+    .unwrap();
+    std::fs::write(env.path("pass"), "test passphrase\n").unwrap();
+    let s3 = |prefix: &str| {
+        format!(
+            "location = \"s3://strata/{prefix}\"\n[repository.s3]\nendpoint = \"{}\"\nregion = \"garage\"\ncredentials_file = \"{}\"\nprofile = \"offsite\"\n",
+            g.endpoint(1),
+            creds.display()
+        )
+    };
+    let cfg = env.path("strata.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"state_dir = "{state}"
+
+[node]
+name = "central"
+
+[[repository]]
+name = "host1"
+passphrase_file = "{pass}"
+{host}
+[[repository]]
+name = "garage"
+{tier}
+[[job]]
+name = "nightly"
+kind = "backup"
+repository = "host1"
+schedule = "0 3 1 1 *"
+sources = ["{src}"]
+archive = "night-{{now:%Y%m%d%H%M%S%f}}"
+
+[[job]]
+name = "offsite"
+kind = "replicate"
+sources = ["s3://strata/hosts/host1"]
+targets = ["garage"]
+after = "nightly"
+"#,
+            state = env.path("state").display(),
+            pass = env.path("pass").display(),
+            host = s3("hosts/host1"),
+            tier = s3("offsite"),
+            src = src.display(),
+        ),
+    )
+    .unwrap();
+    let no_aws = |c: &mut assert_cmd::Command| {
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "STRATA_S3_ENDPOINT",
+            "AWS_REGION",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("HOME", env.path("empty-home"));
+    };
+    // The repositories are created with the environment's settings.
+    let ok = with_env(&env, g.env());
+    ok(&["init", "s3://strata/hosts/host1"]);
+    ok(&["init", "-e", "none", "s3://strata/offsite"]);
+    let mut c = env.cmd();
+    no_aws(&mut c);
+    let out = c
+        .args(["backup", "-c", cfg.to_str().unwrap(), "nightly"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archives = ok(&["list", "--short", "s3://strata/hosts/host1"]);
+    assert_eq!(archives.lines().count(), 1, "{archives}");
+    let night = archives.trim();
+    // The replica in the bucket restores the host's files.
+    let dest = env.path("restored");
+    std::fs::create_dir(&dest).unwrap();
+    ok(&[
+        "extract",
+        "--target",
+        dest.to_str().unwrap(),
+        "--replica",
+        "s3://strata/offsite",
+        &format!("host1::{night}"),
+    ]);
+    assert_same_tree(&src, &restored(&dest, &src));
+}
