@@ -647,6 +647,10 @@ impl Backend for RemoteBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.write_owned(kind, name, data.to_vec())
+    }
+
+    fn write_owned(&self, kind: FileKind, name: &str, data: Vec<u8>) -> Result<()> {
         if data.len() > MAX_REMOTE_PACK as usize {
             return Err(Error::invalid(format!(
                 "{} bytes is more than a remote repository accepts in one file",
@@ -656,7 +660,7 @@ impl Backend for RemoteBackend {
         let op = Op::Write {
             kind: kind.into(),
             name: name.into(),
-            data: data.to_vec(),
+            data,
         };
         if kind == FileKind::Pack {
             self.call_spread(op).map(|_| ())
