@@ -246,6 +246,44 @@ fn a_garage_node_lost_mid_backup_does_not_lose_the_backup() {
     std::fs::write(src.join("after"), b"after the outage").unwrap();
     ok(&["create", &format!("{url}::after"), src.to_str().unwrap()]);
     ok(&["check", url]);
+
+    // The node the client talks to goes down mid-backup and comes back:
+    // the failed requests are retried with back-off and the backup
+    // completes.
+    for i in 0..4 {
+        std::fs::write(
+            src.join(format!("more{i}")),
+            random(&format!("m{i}"), 12_000_000),
+        )
+        .unwrap();
+    }
+    let before = g.data_bytes(0);
+    let backup = std_cmd(&env, &g)
+        .args(["create", &format!("{url}::blip"), src.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("packs on the first node", || {
+        g.data_bytes(0) > before + 8_000_000
+    });
+    g.kill(0);
+    g.restart(0);
+    let out = backup.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&["check", "--verify-data", url]);
+    let dest = env.path("out-blip");
+    std::fs::create_dir(&dest).unwrap();
+    ok(&[
+        "extract",
+        "--target",
+        dest.to_str().unwrap(),
+        &format!("{url}::blip"),
+    ]);
+    assert_same_tree(&src, &restored(&dest, &src));
 }
 
 #[test]
