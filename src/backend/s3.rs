@@ -303,14 +303,18 @@ impl S3Backend {
             .with_connect_timeout(Duration::from_secs(10))
             // A 8 MiB part over a 1 Mbit/s uplink takes ~70 s.
             .with_timeout(Duration::from_secs(300));
+        // The back-off is drawn at random between `init_backoff` and `base`
+        // times the previous one, so a short `init_backoff` can spend every
+        // retry within a second or two of a node restarting (seen in the
+        // tests): at least 1 s between tries, up to 30 s, for 5 minutes.
         let retry = RetryConfig {
             backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(15),
-                base: 2.0,
+                init_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(30),
+                base: 3.0,
             },
-            max_retries: 10,
-            retry_timeout: Duration::from_secs(180),
+            max_retries: 15,
+            retry_timeout: Duration::from_secs(300),
         };
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&url.bucket)

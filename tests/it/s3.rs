@@ -273,9 +273,12 @@ fn a_garage_node_lost_mid_backup_does_not_lose_the_backup() {
     wait_for("packs on the first node", || {
         g.data_bytes(0) > before + 8_000_000
     });
+    let t = std::time::Instant::now();
     g.kill(0);
     g.restart(0);
+    eprintln!("endpoint node back after {:?}", t.elapsed());
     let out = backup.wait_with_output().unwrap();
+    eprintln!("backup done after {:?}", t.elapsed());
     assert!(
         out.status.success(),
         "{}",
