@@ -166,8 +166,13 @@ fn seconds_between(a: &str, b: &str) -> f64 {
 }
 
 fn archive_text(x: &Archive, r: &ArchiveRef) -> String {
+    let imported = x
+        .imported_from
+        .as_deref()
+        .map(|m| format!("Imported from: {m}\n"))
+        .unwrap_or_default();
     format!(
-        "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\nTime (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\nCommand line: {}\n",
+        "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\nTime (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\nCommand line: {}\n{imported}",
         x.name,
         r.id,
         x.comment,
@@ -192,6 +197,7 @@ fn archive_json(x: &Archive, r: &ArchiveRef) -> serde_json::Value {
         "end": x.time_end,
         "duration": seconds_between(&x.time_start, &x.time_end),
         "command_line": x.command_line,
+        "imported_from": x.imported_from,
         "stats": {
             "nfiles": x.stats.files,
             "original_size": x.stats.original_size,

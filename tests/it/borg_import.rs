@@ -206,6 +206,11 @@ fn borg_archives_import_exactly_resume_and_dry_run() {
             serde_json::from_str(&borg_ok(&env, &["info", "--json", &target(name)])).unwrap();
         let ba = &binfo["archives"][0];
         assert_eq!(a["comment"], ba["comment"], "{name}");
+        assert_eq!(
+            a["imported_from"].as_str(),
+            Some(format!("borg:{}", ba["id"].as_str().unwrap()).as_str()),
+            "{name}"
+        );
         assert_eq!(a["hostname"], ba["hostname"], "{name}");
         assert_eq!(a["username"], ba["username"], "{name}");
         let borg_start = chrono::NaiveDateTime::parse_from_str(
