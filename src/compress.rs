@@ -82,62 +82,104 @@ impl Compression {
 
     /// Returns the payload: one algorithm byte followed by the data.
     pub fn compress(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.compress_into(data, &mut out, &mut Compressor::default());
+        out
+    }
+
+    /// Appends the payload (the same bytes as [`Compression::compress`]) to
+    /// `out`, using `ctx`'s reusable state: the hot path of `create` calls
+    /// this once per chunk on each worker, with a recycled `out`.
+    pub fn compress_into(&self, data: &[u8], out: &mut Vec<u8>, ctx: &mut Compressor) {
+        let start = out.len();
         if self.auto && self.algorithm != Algorithm::None {
-            let trial = compress_with(Algorithm::Lz4, data);
-            if (trial.len() as f64) > AUTO_RATIO * data.len() as f64 {
-                return stored(data);
+            compress_with(Algorithm::Lz4, data, out, ctx);
+            let trial = out.len() - start;
+            if (trial as f64) > AUTO_RATIO * data.len() as f64 {
+                out.truncate(start);
+                stored(data, out);
+                return;
             }
             if self.algorithm == Algorithm::Lz4 {
-                return trial;
+                return;
             }
+            out.truncate(start);
         }
-        compress_with(self.algorithm, data)
+        compress_with(self.algorithm, data, out, ctx);
     }
 }
 
-fn stored(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 1);
+/// Per-thread compressor state, reused from one object to the next. zstd
+/// allocates and clears several MiB of tables for a new context; doing that
+/// per chunk cost more than compressing small chunks.
+#[derive(Default)]
+pub struct Compressor {
+    zstd: Option<(i32, zstd::bulk::Compressor<'static>)>,
+}
+
+impl Compressor {
+    fn zstd(&mut self, level: i32) -> Option<&mut zstd::bulk::Compressor<'static>> {
+        if self.zstd.as_ref().map(|(l, _)| *l) != Some(level) {
+            self.zstd = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        self.zstd.as_mut().map(|(_, c)| c)
+    }
+}
+
+fn stored(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(data.len() + 1);
     out.push(COMPRESSION_NONE);
     out.extend_from_slice(data);
-    out
 }
 
-/// Compresses with one algorithm, falling back to storing when the result
-/// would be larger than the input.
-fn compress_with(algorithm: Algorithm, data: &[u8]) -> Vec<u8> {
+/// Appends `data` compressed with one algorithm to `out`, falling back to
+/// storing when the result would be larger than the input.
+fn compress_with(algorithm: Algorithm, data: &[u8], out: &mut Vec<u8>, ctx: &mut Compressor) {
+    let start = out.len();
     let packed = match algorithm {
-        Algorithm::None => None,
+        Algorithm::None => false,
         Algorithm::Lz4 => {
-            let mut out = vec![COMPRESSION_LZ4];
+            out.push(COMPRESSION_LZ4);
             out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(&lz4_flex::block::compress(data));
-            Some(out)
+            let at = out.len();
+            out.resize(at + lz4_flex::block::get_maximum_output_size(data.len()), 0);
+            match lz4_flex::block::compress_into(data, &mut out[at..]) {
+                Ok(n) => {
+                    out.truncate(at + n);
+                    true
+                }
+                Err(_) => false,
+            }
         }
-        Algorithm::Zstd(level) => zstd::bulk::compress(data, level)
-            .ok()
-            .map(|c| prefixed(COMPRESSION_ZSTD, c)),
+        Algorithm::Zstd(level) => {
+            out.push(COMPRESSION_ZSTD);
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            let at = out.len() as u64;
+            match ctx.zstd(level) {
+                Some(z) => {
+                    let mut cursor = std::io::Cursor::new(&mut *out);
+                    cursor.set_position(at);
+                    z.compress_to_buffer(data, &mut cursor).is_ok()
+                }
+                None => false,
+            }
+        }
         Algorithm::Xz(level) => {
-            let mut out = vec![COMPRESSION_XZ];
-            let mut enc = liblzma::read::XzEncoder::new(data, level);
-            enc.read_to_end(&mut out).ok().map(|_| out)
+            out.push(COMPRESSION_XZ);
+            liblzma::read::XzEncoder::new(data, level)
+                .read_to_end(out)
+                .is_ok()
         }
         Algorithm::Zlib(level) => {
-            let mut out = vec![COMPRESSION_ZLIB];
+            out.push(COMPRESSION_ZLIB);
             let mut enc = flate2::read::ZlibEncoder::new(data, flate2::Compression::new(level));
-            enc.read_to_end(&mut out).ok().map(|_| out)
+            enc.read_to_end(out).is_ok()
         }
     };
-    match packed {
-        Some(p) if p.len() < data.len() + 1 => p,
-        _ => stored(data),
+    if !packed || out.len() - start >= data.len() + 1 {
+        out.truncate(start);
+        stored(data, out);
     }
-}
-
-fn prefixed(byte: u8, data: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(byte);
-    out.extend_from_slice(&data);
-    out
 }
 
 /// Reverses [`Compression::compress`].

@@ -32,6 +32,18 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
+    /// A builder writing into `buf` (cleared), with room reserved for a
+    /// pack of `pack_size` plus its last blob, so it never reallocates.
+    pub fn with_buffer(mut buf: Vec<u8>, pack_size: u32) -> Self {
+        buf.clear();
+        // Reserved, not touched: untouched pages cost no memory.
+        buf.reserve(2 * pack_size as usize + (1 << 16));
+        Self {
+            data: buf,
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

@@ -5,7 +5,7 @@
 use super::index;
 use super::pack::{PackBuilder, PackEntry};
 use crate::backend::{Backend, FileKind};
-use crate::compress::Compression;
+use crate::compress::{Compression, Compressor};
 use crate::crypto::{ObjectType, Sealer};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
@@ -40,8 +40,47 @@ pub struct WriteSummary {
     pub raw_bytes: u64,
 }
 
+/// A free list of buffers handed back by the stage that consumed them, so
+/// the hot path reuses warm memory instead of allocating (and faulting in)
+/// a fresh buffer per chunk. Holding both ends, it never disconnects; a
+/// full list drops what it is given.
+#[derive(Clone)]
+struct Pool {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Self {
+        let (tx, rx) = bounded(n);
+        Self { tx, rx }
+    }
+
+    /// An empty buffer with room for `capacity` bytes. Buffers are made
+    /// with room for the largest blob at once, never grown: growing
+    /// leaves freed blocks behind in the allocator, and memory crept up.
+    fn get(&self, capacity: usize) -> Vec<u8> {
+        match self.rx.try_recv() {
+            Ok(mut v) if v.capacity() >= capacity => {
+                v.clear();
+                v
+            }
+            _ => Vec::with_capacity(capacity),
+        }
+    }
+
+    fn put(&self, v: Vec<u8>) {
+        let _ = self.tx.try_send(v);
+    }
+}
+
 pub struct BlobWriter {
     jobs: Option<Sender<Job>>,
+    /// Chunk buffers, back from the workers.
+    inputs: Pool,
+    /// The largest blob expected (the chunker's maximum): the size of
+    /// the buffers.
+    max_blob: usize,
     workers: Vec<JoinHandle<Result<()>>>,
     packer: Option<JoinHandle<Result<WriteSummary>>>,
     /// The packer's error, kept for the caller whose `add` found the
@@ -54,16 +93,21 @@ impl BlobWriter {
         backend: Arc<dyn Backend>,
         sealer: Arc<Sealer>,
         pack_size: u32,
+        max_blob: usize,
         threads: usize,
     ) -> Self {
         let threads = threads.max(1);
-        // Bounded queues keep memory at a few chunks per thread.
-        let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
+        // Bounded queues keep memory at a few chunks per thread: one queued
+        // per worker is enough to keep it busy.
+        let (job_tx, job_rx) = bounded::<Job>(threads);
+        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads);
+        let inputs = Pool::new(threads + 1);
+        let outputs = Pool::new(threads + 1);
         let workers = (0..threads)
             .map(|_| {
                 let (rx, tx, s) = (job_rx.clone(), sealed_tx.clone(), sealer.clone());
-                std::thread::spawn(move || worker(rx, tx, &s))
+                let pools = (inputs.clone(), outputs.clone(), max_blob);
+                std::thread::spawn(move || worker(rx, tx, &s, pools))
             })
             .collect();
         drop(sealed_tx);
@@ -73,7 +117,7 @@ impl BlobWriter {
             // The error is recorded while `sealed_rx` is still open, so a
             // caller whose `add` fails (after the workers stop, which is
             // after the receiver closes) always finds it.
-            let r = packer(&sealed_rx, backend.as_ref(), &sealer, pack_size);
+            let r = packer(&sealed_rx, backend.as_ref(), &sealer, pack_size, &outputs);
             if let Err(e) = &r
                 && let Ok(mut f) = fail.lock()
             {
@@ -84,21 +128,25 @@ impl BlobWriter {
         });
         Self {
             jobs: Some(job_tx),
+            inputs,
+            max_blob,
             workers,
             packer: Some(packer),
             failure,
         }
     }
 
-    /// Queues a blob; blocks while the pipeline is full.
+    /// Queues a copy of a blob; blocks while the pipeline is full.
     pub fn add(
         &self,
         ty: ObjectType,
         id: BlobId,
-        data: Vec<u8>,
+        blob: &[u8],
         compression: Compression,
     ) -> Result<()> {
         let tx = self.jobs.as_ref().ok_or(Error::Interrupted)?;
+        let mut data = self.inputs.get(blob.len().max(self.max_blob));
+        data.extend_from_slice(blob);
         tx.send(Job {
             ty,
             id,
@@ -172,16 +220,31 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-fn worker(rx: Receiver<Job>, tx: Sender<Sealed>, sealer: &Sealer) -> Result<()> {
+/// Compresses and seals into one buffer: the payload is compressed right
+/// after room for the envelope header and encrypted where it lies.
+fn worker(
+    rx: Receiver<Job>,
+    tx: Sender<Sealed>,
+    sealer: &Sealer,
+    (inputs, outputs, max_blob): (Pool, Pool, usize),
+) -> Result<()> {
+    let mut ctx = Compressor::default();
+    let head = sealer.envelope_header_len();
     for job in rx {
-        let payload = job.compression.compress(&job.data);
-        let bytes = sealer.seal(job.ty, &job.id.0, &payload)?;
+        // Room for the envelope around the worst case of any compressor.
+        let room = |n: usize| head + 1 + n + n / 8 + 1024 + crate::crypto::ENVELOPE_TRAILER_MAX;
+        let mut bytes = outputs.get(room(job.data.len().max(max_blob)));
+        bytes.resize(head, 0);
+        job.compression
+            .compress_into(&job.data, &mut bytes, &mut ctx);
+        sealer.seal_in_place(job.ty, &job.id.0, &mut bytes)?;
         let s = Sealed {
             ty: job.ty,
             id: job.id,
             raw_length: job.data.len() as u32,
             bytes,
         };
+        inputs.put(job.data);
         if tx.send(s).is_err() {
             break; // the packer failed; it reports why
         }
@@ -191,23 +254,26 @@ fn worker(rx: Receiver<Job>, tx: Sender<Sealed>, sealer: &Sealer) -> Result<()> 
 
 /// Packs uploaded at once: while one pack travels (or is fsynced), the
 /// next ones are built, so a slow link or disk does not stall sealing.
-pub const UPLOADS_IN_FLIGHT: usize = 3;
+pub const UPLOADS_IN_FLIGHT: usize = 2;
 
 fn packer(
     rx: &Receiver<Sealed>,
     backend: &dyn Backend,
     sealer: &Sealer,
     pack_size: u32,
+    sealed: &Pool,
 ) -> Result<WriteSummary> {
     std::thread::scope(|scope| {
-        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>)>(1);
-        let (done_tx, done_rx) = crossbeam_channel::unbounded::<(PackId, Result<()>)>();
+        // A rendezvous: a pack is handed over only to an idle uploader, so
+        // at most UPLOADS_IN_FLIGHT finished packs are held in memory.
+        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>)>(0);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
         for _ in 0..UPLOADS_IN_FLIGHT {
             let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
             scope.spawn(move || {
                 for (id, bytes) in up_rx {
                     let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
-                    if done_tx.send((id, r)).is_err() {
+                    if done_tx.send((id, r, bytes)).is_err() {
                         break;
                     }
                 }
@@ -218,27 +284,48 @@ fn packer(
             tx: Some(up_tx),
             done: done_rx,
             landed: Default::default(),
+            buffers: Vec::new(),
         };
-        let result = pack_all(rx, &mut uploads, backend, sealer, pack_size);
+        let result = pack_all(rx, &mut uploads, backend, sealer, pack_size, sealed);
         uploads.tx.take(); // uploaders end once their queue is empty
         result
     })
 }
 
+/// An upload's outcome, with the pack's buffer for the next pack.
+type Done = (PackId, Result<()>, Vec<u8>);
+
 /// Packs handed to the uploaders, and which of them have landed.
 struct Uploads {
     tx: Option<Sender<(PackId, Vec<u8>)>>,
-    done: Receiver<(PackId, Result<()>)>,
+    done: Receiver<Done>,
     landed: std::collections::HashSet<PackId>,
+    /// Buffers of landed packs, reused for the next ones.
+    buffers: Vec<Vec<u8>>,
 }
 
 impl Uploads {
+    fn landed(&mut self, (id, r, bytes): Done) -> Result<()> {
+        r?;
+        self.landed.insert(id);
+        if self.buffers.len() <= UPLOADS_IN_FLIGHT {
+            self.buffers.push(bytes);
+        }
+        Ok(())
+    }
+
+    /// A buffer for the next pack: a landed pack's, or a new one.
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut v = self.buffers.pop().unwrap_or_default();
+        v.clear();
+        v
+    }
+
     fn send(&mut self, id: PackId, bytes: Vec<u8>) -> Result<()> {
         // Report a failed upload (full disk, lost connection) as soon as it
         // is known, not only at the next index file.
-        while let Ok((done, r)) = self.done.try_recv() {
-            r?;
-            self.landed.insert(done);
+        while let Ok(done) = self.done.try_recv() {
+            self.landed(done)?;
         }
         let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
         tx.send((id, bytes))
@@ -250,12 +337,11 @@ impl Uploads {
     fn wait_for(&mut self, ids: impl Iterator<Item = PackId>) -> Result<()> {
         for id in ids {
             while !self.landed.contains(&id) {
-                let (done, r) = self
+                let done = self
                     .done
                     .recv()
                     .map_err(|_| Error::invalid("pack uploaders stopped"))?;
-                r?;
-                self.landed.insert(done);
+                self.landed(done)?;
             }
         }
         Ok(())
@@ -268,9 +354,10 @@ fn pack_all(
     backend: &dyn Backend,
     sealer: &Sealer,
     pack_size: u32,
+    sealed: &Pool,
 ) -> Result<WriteSummary> {
     let mut summary = WriteSummary::default();
-    let mut pack = PackBuilder::default();
+    let mut pack = PackBuilder::with_buffer(uploads.buffer(), pack_size);
     let mut unindexed = 0usize;
     let write_batch = |summary: &WriteSummary, n: usize, uploads: &mut Uploads| -> Result<()> {
         let batch = &summary.packs[summary.packs.len() - n..];
@@ -282,8 +369,10 @@ fn pack_all(
         summary.stored_bytes += s.bytes.len() as u64;
         summary.raw_bytes += s.raw_length as u64;
         pack.add(s.ty, s.id, s.raw_length, &s.bytes);
+        sealed.put(s.bytes);
         if pack.len() >= pack_size as usize {
-            let (id, bytes, entries) = std::mem::take(&mut pack).finish(sealer)?;
+            let next = PackBuilder::with_buffer(uploads.buffer(), pack_size);
+            let (id, bytes, entries) = std::mem::replace(&mut pack, next).finish(sealer)?;
             uploads.send(id, bytes)?;
             summary.packs.push((id, entries));
             unindexed += 1;
