@@ -329,7 +329,8 @@ fn pack_file() -> Answer {
         .enumerate()
     {
         let id = sealer.blob_id(ObjectType::Data, data);
-        let payload = Compression::default().compress(data);
+        // lz4, the default when this answer was pinned.
+        let payload = Compression::parse("lz4").map_err(err)?.compress(data);
         let sealed = sealer
             .seal(ObjectType::Data, &id.0, &payload)
             .map_err(err)?;
