@@ -138,6 +138,38 @@ fn stored(data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(data);
 }
 
+/// The xz dictionary never needs to be larger than the object: a preset's
+/// (8 MiB for level 6, 64 MiB for 9) would be allocated and cleared for
+/// every chunk. Readers accept any dictionary size up to `XZ_MEMLIMIT`.
+pub fn xz_dict_size(level: u32, len: usize) -> u32 {
+    const LZMA_DICT_SIZE_MIN: u32 = 4096;
+    // xz's presets 0..=9 (liblzma's `lzma_lzma_preset`).
+    const PRESET_DICT: [u32; 10] = [
+        256 << 10,
+        1 << 20,
+        2 << 20,
+        4 << 20,
+        4 << 20,
+        8 << 20,
+        8 << 20,
+        16 << 20,
+        32 << 20,
+        64 << 20,
+    ];
+    let preset = PRESET_DICT[level.min(9) as usize];
+    let want = u32::try_from(len.max(1).next_power_of_two()).unwrap_or(u32::MAX);
+    want.clamp(LZMA_DICT_SIZE_MIN, preset)
+}
+
+fn xz_encoder(level: u32, len: usize) -> Option<liblzma::stream::Stream> {
+    use liblzma::stream::{Check, Filters, LzmaOptions, Stream};
+    let mut opts = LzmaOptions::new_preset(level).ok()?;
+    opts.dict_size(xz_dict_size(level, len));
+    let mut filters = Filters::new();
+    filters.lzma2(&opts);
+    Stream::new_stream_encoder(&filters, Check::Crc64).ok()
+}
+
 /// Appends `data` compressed with one algorithm to `out`, falling back to
 /// storing when the result would be larger than the input.
 fn compress_with(algorithm: Algorithm, data: &[u8], out: &mut Vec<u8>, ctx: &mut Compressor) {
@@ -172,9 +204,12 @@ fn compress_with(algorithm: Algorithm, data: &[u8], out: &mut Vec<u8>, ctx: &mut
         }
         Algorithm::Xz(level) => {
             out.push(COMPRESSION_XZ);
-            liblzma::read::XzEncoder::new(data, level)
-                .read_to_end(out)
-                .is_ok()
+            match xz_encoder(level, data.len()) {
+                Some(s) => liblzma::read::XzEncoder::new_stream(data, s)
+                    .read_to_end(out)
+                    .is_ok(),
+                None => false,
+            }
         }
         Algorithm::Zlib(level) => {
             out.push(COMPRESSION_ZLIB);
