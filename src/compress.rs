@@ -244,7 +244,17 @@ pub fn decompress(mut payload: Vec<u8>) -> Result<Vec<u8>> {
             lz4_flex::block::decompress(&payload[5..], len).map_err(|_| bad("lz4 data"))
         }
         COMPRESSION_ZSTD => {
-            read_limited(zstd::stream::read::Decoder::new(&payload[1..]).ok(), "zstd")
+            let data = &payload[1..];
+            match zstd::zstd_safe::get_frame_content_size(data) {
+                // Frames written in one call record their size: decode into
+                // one buffer of that size (the stream decoder grows and
+                // copies its output several times per chunk).
+                Ok(Some(n)) if n <= MAX_DECOMPRESSED as u64 => {
+                    zstd::bulk::decompress(data, MAX_DECOMPRESSED).map_err(|_| bad("zstd data"))
+                }
+                Ok(Some(_)) => Err(bad("zstd data")),
+                _ => read_limited(zstd::stream::read::Decoder::new(data).ok(), "zstd"),
+            }
         }
         COMPRESSION_XZ => read_limited(
             liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
