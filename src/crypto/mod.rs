@@ -354,7 +354,7 @@ impl Sealer {
         let mut buf = Vec::with_capacity(head + payload.len() + ENVELOPE_TRAILER_MAX);
         buf.resize(head, 0);
         buf.extend_from_slice(payload);
-        self.seal_in_place(ty, id, &mut buf)?;
+        self.seal_in_place(ty, id, &mut buf, 0)?;
         Ok(buf)
     }
 
@@ -367,60 +367,58 @@ impl Sealer {
         }
     }
 
-    /// Seals without copying the payload: `buf` holds
+    /// Seals without copying the payload: `buf[start..]` holds
     /// [`Sealer::envelope_header_len`] bytes of room, then the payload; it
-    /// becomes the envelope, the same bytes [`Sealer::seal`] returns.
+    /// becomes the envelope, the same bytes [`Sealer::seal`] returns. What
+    /// precedes `start` (the pack being built) is left alone.
     pub fn seal_in_place(
         &self,
         ty: ObjectType,
         id: &[u8; ID_LEN],
         buf: &mut Vec<u8>,
+        start: usize,
     ) -> Result<()> {
         let aad = associated_data(ty, id);
         let head = self.envelope_header_len();
-        if buf.len() < head {
+        if buf.len() < start + head {
             return Err(Error::invalid(
                 "envelope buffer without room for its header",
             ));
         }
         match (self.keys.mode, &self.own, self.keys.cipher) {
             (Mode::None, _, _) => {
-                self.seal_checked(ENVELOPE_PLAIN, &aad, buf, None);
+                seal_checked(ENVELOPE_PLAIN, &aad, buf, start, None);
                 Ok(())
             }
             (Mode::Authenticated, _, _) => {
-                self.seal_checked(ENVELOPE_MAC, &aad, buf, Some(&self.keys.mac_key));
+                seal_checked(ENVELOPE_MAC, &aad, buf, start, Some(&self.keys.mac_key));
                 Ok(())
             }
-            (_, Some(cipher), Some(c)) => self.seal_aead(c, cipher, &aad, buf),
+            (_, Some(cipher), Some(c)) => self
+                .seal_aead(c, cipher, &aad, &mut buf[start..])
+                .map(|tag| buf.extend_from_slice(&tag)),
             _ => Err(Error::invalid("encrypted repository without a cipher")),
         }
     }
 
-    fn seal_checked(&self, ty: u8, aad: &[u8], buf: &mut Vec<u8>, key: Option<&[u8; 32]>) {
-        buf[0] = ty;
-        let sum = checksum(key, aad, &buf[1..]);
-        buf.extend_from_slice(&sum);
-    }
-
+    /// Fills in the header of `env` (header room + payload), encrypts the
+    /// payload in place and returns the tag.
     fn seal_aead(
         &self,
         c: Cipher,
         cipher: &SessionCipher,
         aad: &[u8],
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
+        env: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
         // Never wraps: at u64::MAX the session refuses to seal any more.
         let counter = self
             .counter
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1))
             .map_err(|_| Error::invalid("session nonce space exhausted; restart"))?;
-        buf[0] = c.envelope_byte();
-        buf[1..1 + SESSION_ID_LEN].copy_from_slice(&self.session_id);
-        buf[1 + SESSION_ID_LEN..AEAD_HEADER_LEN].copy_from_slice(&counter.to_le_bytes());
-        let tag = cipher.encrypt(&nonce(counter), aad, &mut buf[AEAD_HEADER_LEN..])?;
-        buf.extend_from_slice(&tag);
-        Ok(())
+        env[0] = c.envelope_byte();
+        env[1..1 + SESSION_ID_LEN].copy_from_slice(&self.session_id);
+        env[1 + SESSION_ID_LEN..AEAD_HEADER_LEN].copy_from_slice(&counter.to_le_bytes());
+        cipher.encrypt(&nonce(counter), aad, &mut env[AEAD_HEADER_LEN..])
     }
 
     /// Opens an envelope and returns its payload; `what` names it in errors.
@@ -508,6 +506,13 @@ fn associated_data(ty: ObjectType, id: &[u8; ID_LEN]) -> [u8; 1 + ID_LEN] {
     aad[0] = ty as u8;
     aad[1..].copy_from_slice(id);
     aad
+}
+
+/// Seals `buf[start..]` (header room + payload) as a checksummed envelope.
+fn seal_checked(ty: u8, aad: &[u8], buf: &mut Vec<u8>, start: usize, key: Option<&[u8; 32]>) {
+    buf[start] = ty;
+    let sum = checksum(key, aad, &buf[start + 1..]);
+    buf.extend_from_slice(&sum);
 }
 
 fn checksum(key: Option<&[u8; 32]>, aad: &[u8], payload: &[u8]) -> [u8; CHECKSUM_LEN] {

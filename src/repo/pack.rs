@@ -32,16 +32,40 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
-    /// A builder writing into `buf` (cleared), with room reserved for a
-    /// pack of `pack_size` plus its last blob, so it never reallocates.
-    pub fn with_buffer(mut buf: Vec<u8>, pack_size: u32) -> Self {
+    /// A builder writing into `buf` (cleared), with `room` bytes reserved
+    /// (a pack's size plus its largest blob), so it does not reallocate.
+    pub fn with_buffer(mut buf: Vec<u8>, room: usize) -> Self {
         buf.clear();
         // Reserved, not touched: untouched pages cost no memory.
-        buf.reserve(2 * pack_size as usize + (1 << 16));
+        buf.reserve(room);
         Self {
             data: buf,
             entries: Vec::new(),
         }
+    }
+
+    /// Appends a blob that `seal` writes straight into the pack: it gets
+    /// the pack's bytes and must append exactly one envelope to them.
+    pub fn add_with(
+        &mut self,
+        ty: ObjectType,
+        id: BlobId,
+        raw_length: u32,
+        seal: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let start = self.data.len();
+        if let Err(e) = seal(&mut self.data) {
+            self.data.truncate(start);
+            return Err(e);
+        }
+        self.entries.push(PackEntry {
+            ty,
+            id,
+            offset: start as u32,
+            length: (self.data.len() - start) as u32,
+            raw_length,
+        });
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

@@ -1,5 +1,5 @@
-//! The write half of the pipeline: compress + seal on worker threads, pack
-//! and write on one packer thread, then index files. Packs are durable
+//! The write half of the pipeline: compress + seal into packs on worker
+//! threads, write packs on uploader threads, then index files. Packs are durable
 //! before the index file naming them is written (docs/FORMAT.md, "Ordering").
 
 use super::index;
@@ -10,7 +10,7 @@ use crate::crypto::{ObjectType, Sealer};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// An index file is written after this many packs, so an interrupted
@@ -22,13 +22,6 @@ struct Job {
     id: BlobId,
     data: Vec<u8>,
     compression: Compression,
-}
-
-struct Sealed {
-    ty: ObjectType,
-    id: BlobId,
-    raw_length: u32,
-    bytes: Vec<u8>,
 }
 
 /// What a writer added to the repository.
@@ -74,21 +67,53 @@ impl Pool {
     }
 }
 
+/// Packs uploaded at once: while one pack travels (or is fsynced), the
+/// next ones are built, so a slow link or disk does not stall sealing.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// An upload's outcome, with the pack's buffer for the next pack.
+type Done = (PackId, Result<()>, Vec<u8>);
+
+/// What the workers share: finished packs go to the uploaders, and every
+/// INDEX_EVERY_PACKS of them into an index file once they have landed.
+struct Packing {
+    summary: WriteSummary,
+    unindexed: usize,
+    tx: Option<Sender<(PackId, Vec<u8>)>>,
+    done: Receiver<Done>,
+    landed: std::collections::HashSet<PackId>,
+    /// Buffers of landed packs, reused for the next ones.
+    buffers: Vec<Vec<u8>>,
+}
+
+/// What a worker needs besides its queue.
+#[derive(Clone)]
+struct Context {
+    backend: Arc<dyn Backend>,
+    sealer: Arc<Sealer>,
+    packing: Arc<Mutex<Packing>>,
+    failure: Arc<Mutex<Option<Error>>>,
+    inputs: Pool,
+    /// Bytes reserved per pack: its size plus the largest blob.
+    pack_room: usize,
+    pack_size: usize,
+}
+
 pub struct BlobWriter {
     jobs: Option<Sender<Job>>,
-    /// Chunk buffers, back from the workers.
-    inputs: Pool,
+    ctx: Context,
     /// The largest blob expected (the chunker's maximum): the size of
-    /// the buffers.
+    /// the chunk buffers.
     max_blob: usize,
     workers: Vec<JoinHandle<Result<()>>>,
-    packer: Option<JoinHandle<Result<WriteSummary>>>,
-    /// The packer's error, kept for the caller whose `add` found the
-    /// pipeline stopped (the packer thread's result then holds a copy).
-    failure: Arc<std::sync::Mutex<Option<Error>>>,
+    uploaders: Vec<JoinHandle<()>>,
 }
 
 impl BlobWriter {
+    /// Each worker compresses and seals its blobs straight into a pack of
+    /// its own (no copy, no packer thread, no queue of sealed blobs: the
+    /// order of blobs in packs does not matter); a full pack goes to one
+    /// of UPLOADS_IN_FLIGHT uploaders.
     pub fn new(
         backend: Arc<dyn Backend>,
         sealer: Arc<Sealer>,
@@ -97,42 +122,59 @@ impl BlobWriter {
         threads: usize,
     ) -> Self {
         let threads = threads.max(1);
-        // Bounded queues keep memory at a few chunks per thread: one queued
-        // per worker is enough to keep it busy.
-        let (job_tx, job_rx) = bounded::<Job>(threads);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads);
-        let inputs = Pool::new(threads + 1);
-        let outputs = Pool::new(threads + 1);
-        let workers = (0..threads)
+        // One queued job (the next chunk, ready when a worker is free); more
+        // only hold memory: each is a chunk buffer of up to `max_blob`.
+        let (job_tx, job_rx) = bounded::<Job>(1);
+        // A rendezvous: a pack is handed over only to an idle uploader.
+        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>)>(0);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
+        let uploaders = (0..UPLOADS_IN_FLIGHT)
             .map(|_| {
-                let (rx, tx, s) = (job_rx.clone(), sealed_tx.clone(), sealer.clone());
-                let pools = (inputs.clone(), outputs.clone(), max_blob);
-                std::thread::spawn(move || worker(rx, tx, &s, pools))
+                let (up_rx, done_tx, backend) = (up_rx.clone(), done_tx.clone(), backend.clone());
+                std::thread::spawn(move || {
+                    for (id, bytes) in up_rx {
+                        let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
+                        if done_tx.send((id, r, bytes)).is_err() {
+                            break;
+                        }
+                    }
+                })
             })
             .collect();
-        drop(sealed_tx);
-        let failure = Arc::new(std::sync::Mutex::new(None));
-        let fail = failure.clone();
-        let packer = std::thread::spawn(move || {
-            // The error is recorded while `sealed_rx` is still open, so a
-            // caller whose `add` fails (after the workers stop, which is
-            // after the receiver closes) always finds it.
-            let r = packer(&sealed_rx, backend.as_ref(), &sealer, pack_size, &outputs);
-            if let Err(e) = &r
-                && let Ok(mut f) = fail.lock()
-            {
-                *f = Some(clone_error(e));
-            }
-            drop(sealed_rx);
-            r
-        });
+        let ctx = Context {
+            backend,
+            sealer,
+            packing: Arc::new(Mutex::new(Packing {
+                summary: WriteSummary::default(),
+                unindexed: 0,
+                tx: Some(up_tx),
+                done: done_rx,
+                landed: Default::default(),
+                buffers: Vec::new(),
+            })),
+            failure: Arc::new(Mutex::new(None)),
+            inputs: Pool::new(threads),
+            pack_room: pack_size as usize + max_blob + (1 << 16),
+            pack_size: pack_size as usize,
+        };
+        let workers = (0..threads)
+            .map(|_| {
+                let (rx, ctx) = (job_rx.clone(), ctx.clone());
+                std::thread::spawn(move || {
+                    let r = worker(&rx, &ctx);
+                    if let Err(e) = &r {
+                        ctx.fail(e);
+                    }
+                    r
+                })
+            })
+            .collect();
         Self {
             jobs: Some(job_tx),
-            inputs,
+            ctx,
             max_blob,
             workers,
-            packer: Some(packer),
-            failure,
+            uploaders,
         }
     }
 
@@ -144,8 +186,11 @@ impl BlobWriter {
         blob: &[u8],
         compression: Compression,
     ) -> Result<()> {
+        if let Some(e) = self.ctx.failed() {
+            return Err(e);
+        }
         let tx = self.jobs.as_ref().ok_or(Error::Interrupted)?;
-        let mut data = self.inputs.get(blob.len().max(self.max_blob));
+        let mut data = self.ctx.inputs.get(blob.len().max(self.max_blob));
         data.extend_from_slice(blob);
         tx.send(Job {
             ty,
@@ -153,20 +198,14 @@ impl BlobWriter {
             data,
             compression,
         })
-        .map_err(|_| self.failure())
+        .map_err(|_| {
+            self.ctx
+                .failed()
+                .unwrap_or_else(|| Error::invalid("the write pipeline stopped"))
+        })
     }
 
-    /// Why the pipeline stopped (the packer's error, e.g. a full disk or a
-    /// lost connection).
-    fn failure(&self) -> Error {
-        self.failure
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take())
-            .unwrap_or_else(|| Error::invalid("the write pipeline stopped"))
-    }
-
-    /// Drains the pipeline, writes the last pack and index file.
+    /// Drains the pipeline, writes the last packs and index file.
     pub fn finish(mut self) -> Result<WriteSummary> {
         self.jobs.take();
         let mut first_err = None;
@@ -181,28 +220,138 @@ impl BlobWriter {
                 }
             }
         }
-        let packed = match self.packer.take().map(|p| p.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(Error::invalid("the packer thread panicked")),
+        let result = match first_err {
+            Some(e) => Err(e),
+            None => self.ctx.index_rest(),
         };
-        // A packer error (disk full, say) explains a worker's failed send.
-        match (packed, first_err) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(e)) => Err(e),
-            (Ok(s), None) => Ok(s),
+        self.stop_uploaders();
+        result
+    }
+
+    fn stop_uploaders(&mut self) {
+        if let Ok(mut p) = self.ctx.packing.lock() {
+            p.tx.take();
+        }
+        for u in self.uploaders.drain(..) {
+            let _ = u.join();
         }
     }
 }
 
 impl Drop for BlobWriter {
+    /// Without `finish` (an error or an interruption upstream): the blobs
+    /// queued still go into packs, and the packs into an index file, so
+    /// the next run reuses them.
     fn drop(&mut self) {
         self.jobs.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        if !self.workers.is_empty() {
+            let ok = self
+                .workers
+                .drain(..)
+                .fold(true, |ok, w| matches!(w.join(), Ok(Ok(()))) && ok);
+            if ok {
+                let _ = self.ctx.index_rest();
+            }
         }
-        if let Some(p) = self.packer.take() {
-            let _ = p.join();
+        self.stop_uploaders();
+    }
+}
+
+impl Context {
+    fn fail(&self, e: &Error) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert_with(|| clone_error(e));
         }
+    }
+
+    /// Why the pipeline stopped (e.g. a full disk or a lost connection).
+    fn failed(&self) -> Option<Error> {
+        let f = self.failure.lock().ok()?;
+        f.as_ref().map(clone_error)
+    }
+
+    fn new_pack(&self) -> Result<PackBuilder> {
+        let mut p = self.lock()?;
+        while let Ok(done) = p.done.try_recv() {
+            p.landed(done)?;
+        }
+        let buf = p.buffers.pop().unwrap_or_default();
+        Ok(PackBuilder::with_buffer(buf, self.pack_room))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Packing>> {
+        self.packing
+            .lock()
+            .map_err(|_| Error::invalid("a pack writer panicked"))
+    }
+
+    /// Finishes a pack, hands it to an uploader and, every
+    /// INDEX_EVERY_PACKS packs, writes an index file for those that landed.
+    fn ship(&self, pack: PackBuilder) -> Result<()> {
+        let (id, bytes, entries) = pack.finish(&self.sealer)?;
+        let mut p = self.lock()?;
+        p.summary.blobs += entries.len() as u64;
+        p.summary.stored_bytes += entries.iter().map(|e| e.length as u64).sum::<u64>();
+        p.summary.raw_bytes += entries.iter().map(|e| e.raw_length as u64).sum::<u64>();
+        p.send(id, bytes)?;
+        p.summary.packs.push((id, entries));
+        p.unindexed += 1;
+        if p.unindexed >= INDEX_EVERY_PACKS {
+            p.write_batch(self.backend.as_ref(), &self.sealer)?;
+        }
+        Ok(())
+    }
+
+    /// The index file for the packs not yet in one; returns the summary.
+    fn index_rest(&self) -> Result<WriteSummary> {
+        let mut p = self.lock()?;
+        if p.unindexed > 0 {
+            p.write_batch(self.backend.as_ref(), &self.sealer)?;
+        }
+        Ok(std::mem::take(&mut p.summary))
+    }
+}
+
+impl Packing {
+    fn landed(&mut self, (id, r, bytes): Done) -> Result<()> {
+        r?;
+        self.landed.insert(id);
+        if self.buffers.len() < UPLOADS_IN_FLIGHT {
+            self.buffers.push(bytes);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, id: PackId, bytes: Vec<u8>) -> Result<()> {
+        // Report a failed upload (full disk, lost connection) as soon as it
+        // is known, not only at the next index file.
+        while let Ok(done) = self.done.try_recv() {
+            self.landed(done)?;
+        }
+        let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
+        tx.send((id, bytes))
+            .map_err(|_| Error::invalid("pack uploaders stopped"))
+    }
+
+    /// Waits until the unindexed packs are durable (rule 1 of the
+    /// ordering: packs before the index file that lists them), then
+    /// writes their index file.
+    fn write_batch(&mut self, backend: &dyn Backend, sealer: &Sealer) -> Result<()> {
+        let n = self.unindexed;
+        let from = self.summary.packs.len() - n;
+        for i in from..self.summary.packs.len() {
+            let id = self.summary.packs[i].0;
+            while !self.landed.contains(&id) {
+                let done = self
+                    .done
+                    .recv()
+                    .map_err(|_| Error::invalid("pack uploaders stopped"))?;
+                self.landed(done)?;
+            }
+        }
+        write_index(backend, sealer, &self.summary.packs[from..])?;
+        self.unindexed = 0;
+        Ok(())
     }
 }
 
@@ -220,178 +369,37 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-/// Compresses and seals into one buffer: the payload is compressed right
-/// after room for the envelope header and encrypted where it lies.
-fn worker(
-    rx: Receiver<Job>,
-    tx: Sender<Sealed>,
-    sealer: &Sealer,
-    (inputs, outputs, max_blob): (Pool, Pool, usize),
-) -> Result<()> {
-    let mut ctx = Compressor::default();
-    let head = sealer.envelope_header_len();
+/// Compresses and seals each blob straight into this worker's pack: the
+/// payload is compressed after room for the envelope header and encrypted
+/// where it lies. Stops early when another worker failed.
+fn worker(rx: &Receiver<Job>, ctx: &Context) -> Result<()> {
+    let mut compressor = Compressor::default();
+    let head = ctx.sealer.envelope_header_len();
+    let mut pack = ctx.new_pack()?;
     for job in rx {
-        // Room for the envelope around the worst case of any compressor.
-        let room = |n: usize| head + 1 + n + n / 8 + 1024 + crate::crypto::ENVELOPE_TRAILER_MAX;
-        let mut bytes = outputs.get(room(job.data.len().max(max_blob)));
-        bytes.resize(head, 0);
-        job.compression
-            .compress_into(&job.data, &mut bytes, &mut ctx);
-        sealer.seal_in_place(job.ty, &job.id.0, &mut bytes)?;
-        let s = Sealed {
-            ty: job.ty,
-            id: job.id,
-            raw_length: job.data.len() as u32,
-            bytes,
-        };
-        inputs.put(job.data);
-        if tx.send(s).is_err() {
-            break; // the packer failed; it reports why
+        if ctx.failed().is_some() {
+            return Ok(()); // the failing worker reports why
         }
-    }
-    Ok(())
-}
-
-/// Packs uploaded at once: while one pack travels (or is fsynced), the
-/// next ones are built, so a slow link or disk does not stall sealing.
-pub const UPLOADS_IN_FLIGHT: usize = 2;
-
-fn packer(
-    rx: &Receiver<Sealed>,
-    backend: &dyn Backend,
-    sealer: &Sealer,
-    pack_size: u32,
-    sealed: &Pool,
-) -> Result<WriteSummary> {
-    std::thread::scope(|scope| {
-        // A rendezvous: a pack is handed over only to an idle uploader, so
-        // at most UPLOADS_IN_FLIGHT finished packs are held in memory.
-        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>)>(0);
-        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
-        for _ in 0..UPLOADS_IN_FLIGHT {
-            let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
-            scope.spawn(move || {
-                for (id, bytes) in up_rx {
-                    let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
-                    if done_tx.send((id, r, bytes)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop((up_rx, done_tx));
-        let mut uploads = Uploads {
-            tx: Some(up_tx),
-            done: done_rx,
-            landed: Default::default(),
-            buffers: Vec::new(),
-        };
-        let result = pack_all(rx, &mut uploads, backend, sealer, pack_size, sealed);
-        uploads.tx.take(); // uploaders end once their queue is empty
-        result
-    })
-}
-
-/// An upload's outcome, with the pack's buffer for the next pack.
-type Done = (PackId, Result<()>, Vec<u8>);
-
-/// Packs handed to the uploaders, and which of them have landed.
-struct Uploads {
-    tx: Option<Sender<(PackId, Vec<u8>)>>,
-    done: Receiver<Done>,
-    landed: std::collections::HashSet<PackId>,
-    /// Buffers of landed packs, reused for the next ones.
-    buffers: Vec<Vec<u8>>,
-}
-
-impl Uploads {
-    fn landed(&mut self, (id, r, bytes): Done) -> Result<()> {
-        r?;
-        self.landed.insert(id);
-        if self.buffers.len() <= UPLOADS_IN_FLIGHT {
-            self.buffers.push(bytes);
-        }
-        Ok(())
-    }
-
-    /// A buffer for the next pack: a landed pack's, or a new one.
-    fn buffer(&mut self) -> Vec<u8> {
-        let mut v = self.buffers.pop().unwrap_or_default();
-        v.clear();
-        v
-    }
-
-    fn send(&mut self, id: PackId, bytes: Vec<u8>) -> Result<()> {
-        // Report a failed upload (full disk, lost connection) as soon as it
-        // is known, not only at the next index file.
-        while let Ok(done) = self.done.try_recv() {
-            self.landed(done)?;
-        }
-        let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
-        tx.send((id, bytes))
-            .map_err(|_| Error::invalid("pack uploaders stopped"))
-    }
-
-    /// Waits until every pack in `ids` is durable (rule 1 of the ordering:
-    /// packs before the index file that lists them).
-    fn wait_for(&mut self, ids: impl Iterator<Item = PackId>) -> Result<()> {
-        for id in ids {
-            while !self.landed.contains(&id) {
-                let done = self
-                    .done
-                    .recv()
-                    .map_err(|_| Error::invalid("pack uploaders stopped"))?;
-                self.landed(done)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn pack_all(
-    rx: &Receiver<Sealed>,
-    uploads: &mut Uploads,
-    backend: &dyn Backend,
-    sealer: &Sealer,
-    pack_size: u32,
-    sealed: &Pool,
-) -> Result<WriteSummary> {
-    let mut summary = WriteSummary::default();
-    let mut pack = PackBuilder::with_buffer(uploads.buffer(), pack_size);
-    let mut unindexed = 0usize;
-    let write_batch = |summary: &WriteSummary, n: usize, uploads: &mut Uploads| -> Result<()> {
-        let batch = &summary.packs[summary.packs.len() - n..];
-        uploads.wait_for(batch.iter().map(|(id, _)| *id))?;
-        write_index(backend, sealer, batch).map(|_| ())
-    };
-    for s in rx {
-        summary.blobs += 1;
-        summary.stored_bytes += s.bytes.len() as u64;
-        summary.raw_bytes += s.raw_length as u64;
-        pack.add(s.ty, s.id, s.raw_length, &s.bytes);
-        sealed.put(s.bytes);
-        if pack.len() >= pack_size as usize {
-            let next = PackBuilder::with_buffer(uploads.buffer(), pack_size);
-            let (id, bytes, entries) = std::mem::replace(&mut pack, next).finish(sealer)?;
-            uploads.send(id, bytes)?;
-            summary.packs.push((id, entries));
-            unindexed += 1;
-            if unindexed >= INDEX_EVERY_PACKS {
-                write_batch(&summary, unindexed, uploads)?;
-                unindexed = 0;
-            }
+        let raw_length = job.data.len() as u32;
+        pack.add_with(job.ty, job.id, raw_length, |buf| {
+            let start = buf.len();
+            buf.resize(start + head, 0);
+            job.compression
+                .compress_into(&job.data, buf, &mut compressor);
+            ctx.sealer.seal_in_place(job.ty, &job.id.0, buf, start)
+        })?;
+        ctx.inputs.put(job.data);
+        if pack.len() >= ctx.pack_size {
+            // Shipped first: the next pack then reuses the buffer of one
+            // that landed meanwhile, instead of a fifth pack in memory.
+            ctx.ship(std::mem::take(&mut pack))?;
+            pack = ctx.new_pack()?;
         }
     }
     if !pack.is_empty() {
-        let (id, bytes, entries) = pack.finish(sealer)?;
-        uploads.send(id, bytes)?;
-        summary.packs.push((id, entries));
-        unindexed += 1;
+        ctx.ship(pack)?;
     }
-    if unindexed > 0 {
-        write_batch(&summary, unindexed, uploads)?;
-    }
-    Ok(summary)
+    Ok(())
 }
 
 /// Copies already-sealed blobs into new packs (compact and repair move
