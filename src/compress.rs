@@ -37,7 +37,7 @@ pub struct Compression {
 /// The default `--compression`: on the `mixed` benchmark zstd level 1
 /// stores 2 % more than restic's zstd (level 3 class) for about half of
 /// level 3's CPU time, and 13 % less than lz4 for about the same CPU time
-/// (the smaller repository also costs fewer writes). See bench/README.md.
+/// (the smaller repository also costs fewer writes). See docs/performance.md.
 pub const DEFAULT_SPEC: &str = "zstd,1";
 
 impl Default for Compression {
@@ -217,7 +217,7 @@ fn compress_with(algorithm: Algorithm, data: &[u8], out: &mut Vec<u8>, ctx: &mut
             enc.read_to_end(out).is_ok()
         }
     };
-    if !packed || out.len() - start >= data.len() + 1 {
+    if !packed || out.len() - start > data.len() {
         out.truncate(start);
         stored(data, out);
     }

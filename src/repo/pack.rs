@@ -72,6 +72,15 @@ impl PackBuilder {
         self.data.len()
     }
 
+    pub fn entries(&self) -> &[PackEntry] {
+        &self.entries
+    }
+
+    /// The sealed bytes of one of this pack's entries.
+    pub fn envelope(&self, e: &PackEntry) -> &[u8] {
+        &self.data[e.offset as usize..(e.offset + e.length) as usize]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -105,7 +105,7 @@ pub struct BlobWriter {
     /// The largest blob expected (the chunker's maximum): the size of
     /// the chunk buffers.
     max_blob: usize,
-    workers: Vec<JoinHandle<Result<()>>>,
+    workers: Vec<JoinHandle<Result<PackBuilder>>>,
     uploaders: Vec<JoinHandle<()>>,
 }
 
@@ -207,11 +207,21 @@ impl BlobWriter {
 
     /// Drains the pipeline, writes the last packs and index file.
     pub fn finish(mut self) -> Result<WriteSummary> {
+        let result = self.drain().and_then(|()| self.ctx.index_rest());
+        self.stop_uploaders();
+        result
+    }
+
+    /// Stops the workers and ships what their packs hold, merged: the same
+    /// blobs then make the same number of packs whichever worker sealed
+    /// them (the crash campaigns count a run's steps).
+    fn drain(&mut self) -> Result<()> {
         self.jobs.take();
         let mut first_err = None;
+        let mut partial = Vec::new();
         for w in self.workers.drain(..) {
             match w.join() {
-                Ok(Ok(())) => {}
+                Ok(Ok(p)) => partial.push(p),
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
                 }
@@ -220,12 +230,10 @@ impl BlobWriter {
                 }
             }
         }
-        let result = match first_err {
+        match first_err {
             Some(e) => Err(e),
-            None => self.ctx.index_rest(),
-        };
-        self.stop_uploaders();
-        result
+            None => self.ctx.ship_merged(partial),
+        }
     }
 
     fn stop_uploaders(&mut self) {
@@ -243,15 +251,8 @@ impl Drop for BlobWriter {
     /// queued still go into packs, and the packs into an index file, so
     /// the next run reuses them.
     fn drop(&mut self) {
-        self.jobs.take();
-        if !self.workers.is_empty() {
-            let ok = self
-                .workers
-                .drain(..)
-                .fold(true, |ok, w| matches!(w.join(), Ok(Ok(()))) && ok);
-            if ok {
-                let _ = self.ctx.index_rest();
-            }
+        if !self.workers.is_empty() && self.drain().is_ok() {
+            let _ = self.ctx.index_rest();
         }
         self.stop_uploaders();
     }
@@ -300,6 +301,29 @@ impl Context {
             p.write_batch(self.backend.as_ref(), &self.sealer)?;
         }
         Ok(())
+    }
+
+    /// Ships the workers' last packs, merged into as few as the pack size
+    /// allows (envelopes do not depend on where they lie in a pack).
+    fn ship_merged(&self, packs: Vec<PackBuilder>) -> Result<()> {
+        let mut into: Option<PackBuilder> = None;
+        for p in packs.into_iter().filter(|p| !p.is_empty()) {
+            let Some(a) = into.as_mut() else {
+                into = Some(p);
+                continue;
+            };
+            for e in p.entries() {
+                a.add(e.ty, e.id, e.raw_length, p.envelope(e));
+                if a.len() >= self.pack_size {
+                    self.ship(std::mem::take(a))?;
+                    *a = self.new_pack()?;
+                }
+            }
+        }
+        match into {
+            Some(a) if !a.is_empty() => self.ship(a),
+            _ => Ok(()),
+        }
     }
 
     /// The index file for the packs not yet in one; returns the summary.
@@ -372,13 +396,13 @@ fn clone_error(e: &Error) -> Error {
 /// Compresses and seals each blob straight into this worker's pack: the
 /// payload is compressed after room for the envelope header and encrypted
 /// where it lies. Stops early when another worker failed.
-fn worker(rx: &Receiver<Job>, ctx: &Context) -> Result<()> {
+fn worker(rx: &Receiver<Job>, ctx: &Context) -> Result<PackBuilder> {
     let mut compressor = Compressor::default();
     let head = ctx.sealer.envelope_header_len();
     let mut pack = ctx.new_pack()?;
     for job in rx {
         if ctx.failed().is_some() {
-            return Ok(()); // the failing worker reports why
+            return Ok(PackBuilder::default()); // the failing worker reports why
         }
         let raw_length = job.data.len() as u32;
         pack.add_with(job.ty, job.id, raw_length, |buf| {
@@ -396,10 +420,7 @@ fn worker(rx: &Receiver<Job>, ctx: &Context) -> Result<()> {
             pack = ctx.new_pack()?;
         }
     }
-    if !pack.is_empty() {
-        ctx.ship(pack)?;
-    }
-    Ok(())
+    Ok(pack) // shipped by `BlobWriter::drain`, merged with the others
 }
 
 /// Copies already-sealed blobs into new packs (compact and repair move
