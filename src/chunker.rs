@@ -137,6 +137,12 @@ impl Chunker {
         self.params
     }
 
+    /// A window for [`Chunker::chunks_with`] at its final size, made at
+    /// once: grown by doubling it would end at up to twice the size.
+    pub fn window(&self) -> Vec<u8> {
+        Vec::with_capacity(2 * self.params.max as usize)
+    }
+
     /// Length of the next chunk at the start of `buf`. `buf` must hold at
     /// least `max` bytes unless it is the end of the input.
     pub fn cut(&self, buf: &[u8]) -> usize {
@@ -158,10 +164,19 @@ impl Chunker {
 
     /// Streams chunks from a reader.
     pub fn chunks<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+        self.chunks_with(reader, Vec::new())
+    }
+
+    /// Streams chunks from a reader through `window`, a buffer handed
+    /// from one stream to the next (`ChunkStream::into_window`): a tree of
+    /// many files then reuses one window instead of allocating (and
+    /// faulting in) up to 2×MAX bytes per file.
+    pub fn chunks_with<R: Read>(&self, reader: R, mut window: Vec<u8>) -> ChunkStream<'_, R> {
+        window.clear();
         ChunkStream {
             chunker: self,
             reader,
-            buf: Vec::new(),
+            buf: window,
             start: 0,
             eof: false,
         }
@@ -201,10 +216,9 @@ impl<R: Read> ChunkStream<'_, R> {
     }
 }
 
-impl<R: Read> Iterator for ChunkStream<'_, R> {
-    type Item = std::io::Result<Vec<u8>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: Read> ChunkStream<'_, R> {
+    /// The next chunk, borrowed from the window (no copy).
+    pub fn next_chunk(&mut self) -> Option<std::io::Result<&[u8]>> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
@@ -213,9 +227,21 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
             return None;
         }
         let n = self.chunker.cut(rest);
-        let chunk = rest[..n].to_vec();
         self.start += n;
-        Some(Ok(chunk))
+        Some(Ok(&self.buf[self.start - n..self.start]))
+    }
+
+    /// The window buffer, for the next stream.
+    pub fn into_window(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl<R: Read> Iterator for ChunkStream<'_, R> {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_chunk().map(|r| r.map(<[u8]>::to_vec))
     }
 }
 

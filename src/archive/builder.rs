@@ -63,7 +63,9 @@ impl Builder<'_> {
             }
             let data = chunk.map_err(|e| Error::io("reading the input", e))?;
             let len = data.len() as u32;
-            let (id, _) = self.dedup.store(ObjectType::Data, data, self.compression)?;
+            let (id, _) = self
+                .dedup
+                .store(ObjectType::Data, &data, self.compression)?;
             *self.refs.entry(id).or_insert(0) += 1;
             self.stats.original_size += len as u64;
             progress.original = self.stats.original_size;

@@ -110,7 +110,9 @@ pub struct CreateResult {
 struct Walk<'a, 'o> {
     opts: &'a CreateOptions,
     dedup: Dedup<'a>,
-    chunker: Chunker,
+    chunker: std::rc::Rc<Chunker>,
+    /// The chunker's read window, reused from file to file.
+    window: Vec<u8>,
     items: ItemsWriter,
     cache: FilesCache,
     seen: HashSet<[u8; 16]>,
@@ -150,7 +152,8 @@ pub fn create(
                 pending: HashMap::new(),
                 dry_run: opts.dry_run,
             },
-            chunker: repo.chunker(),
+            chunker: std::rc::Rc::new(repo.chunker()),
+            window: repo.chunker().window(),
             items: ItemsWriter::new(&repo.sealer().keys().chunker_seed),
             cache: FilesCache::load(&cache_dir),
             seen: HashSet::new(),
@@ -287,7 +290,7 @@ pub(crate) fn commit_archive(
     let encoded = archive.encode()?;
     let id = repo.sealer().blob_id(ObjectType::Archive, &encoded);
     let w = repo.writer(1);
-    w.add(ObjectType::Archive, id, encoded, ITEMS_COMPRESSION)?;
+    w.add(ObjectType::Archive, id, &encoded, ITEMS_COMPRESSION)?;
     let s = w.finish()?;
     repo.absorb(&s);
     let mut archives = repo.manifest().archives.clone();
@@ -629,7 +632,7 @@ impl Walk<'_, '_> {
                 None => {
                     let (id, _) = self.dedup.store(
                         ObjectType::Data,
-                        vec![0; len as usize],
+                        &vec![0; len as usize],
                         self.opts.compression,
                     )?;
                     self.zero_ids.insert(len, id);
@@ -654,9 +657,22 @@ impl Walk<'_, '_> {
         reader: impl Read,
         path: &Path,
     ) -> Result<std::result::Result<Vec<ChunkRef>, String>> {
+        // The window is taken out of `self` while the stream borrows it,
+        // and put back however the loop ends.
         let chunker = self.chunker.clone();
+        let mut stream = chunker.chunks_with(reader, std::mem::take(&mut self.window));
+        let result = self.store_chunks(&mut stream, path);
+        self.window = stream.into_window();
+        result
+    }
+
+    fn store_chunks<R: Read>(
+        &mut self,
+        stream: &mut crate::chunker::ChunkStream<'_, R>,
+        path: &Path,
+    ) -> Result<std::result::Result<Vec<ChunkRef>, String>> {
         let mut out = Vec::new();
-        for chunk in chunker.chunks(reader) {
+        while let Some(chunk) = stream.next_chunk() {
             if self.obs.cancelled() {
                 return Err(Error::Interrupted);
             }

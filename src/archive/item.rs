@@ -140,7 +140,7 @@ impl ItemsWriter {
     pub fn push(
         &mut self,
         item: &Item,
-        sink: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<BlobId>,
     ) -> Result<()> {
         let before = self.buf.len();
         rmp_serde::encode::write_named(&mut self.buf, item)
@@ -153,13 +153,13 @@ impl ItemsWriter {
     }
 
     /// Cuts chunks off the buffer; all of it when `all` (end of stream).
-    fn cut(&mut self, all: bool, sink: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>) -> Result<()> {
+    fn cut(&mut self, all: bool, sink: &mut dyn FnMut(&[u8]) -> Result<BlobId>) -> Result<()> {
         let mut start = 0;
         while start < self.buf.len()
             && (all || self.buf.len() - start >= ITEMS_CHUNKER.max as usize)
         {
             let n = self.chunker.cut(&self.buf[start..]);
-            self.blobs.push(sink(self.buf[start..start + n].to_vec())?);
+            self.blobs.push(sink(&self.buf[start..start + n])?);
             start += n;
         }
         self.buf.drain(..start);
@@ -169,7 +169,7 @@ impl ItemsWriter {
     /// Stores the rest; returns the items blob ids and the metadata size.
     pub fn finish(
         mut self,
-        sink: &mut dyn FnMut(Vec<u8>) -> Result<BlobId>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<BlobId>,
     ) -> Result<(Vec<BlobId>, u64)> {
         self.cut(true, sink)?;
         Ok((self.blobs, self.bytes))
@@ -189,10 +189,10 @@ impl Dedup<'_> {
     pub fn store(
         &mut self,
         ty: ObjectType,
-        data: Vec<u8>,
+        data: &[u8],
         compression: Compression,
     ) -> Result<(BlobId, bool)> {
-        let id = self.repo.sealer().blob_id(ty, &data);
+        let id = self.repo.sealer().blob_id(ty, data);
         if self.repo.index().contains(&id) || self.pending.contains_key(&id) {
             return Ok((id, false));
         }

@@ -14,9 +14,9 @@ use strata::repo::Repository;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// none, lz4 (default), zstd[,1-22], xz[,0-9], zlib[,0-9], or
+    /// none, lz4, zstd[,1-22] (default: zstd,1), xz[,0-9], zlib[,0-9], or
     /// auto,ALGO[,LEVEL] (store data that lz4 cannot shrink as-is).
-    #[arg(short = 'C', long, value_name = "SPEC", default_value = "lz4")]
+    #[arg(short = 'C', long, value_name = "SPEC", default_value = strata::compress::DEFAULT_SPEC)]
     pub compression: String,
     /// A comment stored with the archive.
     #[arg(long, value_name = "TEXT", default_value = "")]

@@ -15,7 +15,7 @@ pub struct ImportBorgArgs {
     #[arg(short = 'a', long = "glob-archives", value_name = "GLOB")]
     pub glob: Option<String>,
     /// Repository compression, as for `create`.
-    #[arg(short = 'C', long, value_name = "SPEC", default_value = "lz4")]
+    #[arg(short = 'C', long, value_name = "SPEC", default_value = strata::compress::DEFAULT_SPEC)]
     pub compression: String,
     /// Show what would be imported and skipped; write nothing.
     #[arg(short = 'n', long)]

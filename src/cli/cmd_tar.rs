@@ -16,9 +16,9 @@ use strata::repo::{LockMode, Repository};
 
 #[derive(Args, Debug)]
 pub struct ImportTarArgs {
-    /// Repository compression, as for `create`: none, lz4 (default),
-    /// zstd[,L], xz[,L], zlib[,L], auto,ALGO[,L].
-    #[arg(short = 'C', long, value_name = "SPEC", default_value = "lz4")]
+    /// Repository compression, as for `create`: none, lz4,
+    /// zstd[,L] (default: zstd,1), xz[,L], zlib[,L], auto,ALGO[,L].
+    #[arg(short = 'C', long, value_name = "SPEC", default_value = strata::compress::DEFAULT_SPEC)]
     pub compression: String,
     /// A comment stored with the archive.
     #[arg(long, value_name = "TEXT", default_value = "")]

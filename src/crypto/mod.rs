@@ -30,6 +30,8 @@ pub const CHECKSUM_LEN: usize = 32;
 /// Bytes before the payload in an AEAD envelope: type, session id, counter.
 pub const AEAD_HEADER_LEN: usize = 1 + SESSION_ID_LEN + COUNTER_LEN;
 pub const MASTER_SECRET_LEN: usize = 64;
+/// The longest envelope trailer: a checksum or MAC (an AEAD tag is shorter).
+pub const ENVELOPE_TRAILER_MAX: usize = CHECKSUM_LEN;
 
 /// Context strings for BLAKE3 `derive_key`; changing one changes the format.
 pub const CONTEXT_ID_KEY: &str = "strata 2026-11-25 chunk id key v1";
@@ -348,46 +350,75 @@ impl Sealer {
 
     /// Seals `payload` (compression byte + data) into an envelope.
     pub fn seal(&self, ty: ObjectType, id: &[u8; ID_LEN], payload: &[u8]) -> Result<Vec<u8>> {
+        let head = self.envelope_header_len();
+        let mut buf = Vec::with_capacity(head + payload.len() + ENVELOPE_TRAILER_MAX);
+        buf.resize(head, 0);
+        buf.extend_from_slice(payload);
+        self.seal_in_place(ty, id, &mut buf, 0)?;
+        Ok(buf)
+    }
+
+    /// Bytes an envelope of this repository has before its payload.
+    pub fn envelope_header_len(&self) -> usize {
+        match (self.keys.mode, &self.own) {
+            (Mode::None | Mode::Authenticated, _) => 1,
+            (_, Some(_)) => AEAD_HEADER_LEN,
+            _ => 1, // `seal_in_place` refuses it
+        }
+    }
+
+    /// Seals without copying the payload: `buf[start..]` holds
+    /// [`Sealer::envelope_header_len`] bytes of room, then the payload; it
+    /// becomes the envelope, the same bytes [`Sealer::seal`] returns. What
+    /// precedes `start` (the pack being built) is left alone.
+    pub fn seal_in_place(
+        &self,
+        ty: ObjectType,
+        id: &[u8; ID_LEN],
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<()> {
         let aad = associated_data(ty, id);
+        let head = self.envelope_header_len();
+        if buf.len() < start + head {
+            return Err(Error::invalid(
+                "envelope buffer without room for its header",
+            ));
+        }
         match (self.keys.mode, &self.own, self.keys.cipher) {
-            (Mode::None, _, _) => Ok(self.seal_checked(ENVELOPE_PLAIN, &aad, payload, None)),
-            (Mode::Authenticated, _, _) => {
-                Ok(self.seal_checked(ENVELOPE_MAC, &aad, payload, Some(&self.keys.mac_key)))
+            (Mode::None, _, _) => {
+                seal_checked(ENVELOPE_PLAIN, &aad, buf, start, None);
+                Ok(())
             }
-            (_, Some(cipher), Some(c)) => self.seal_aead(c, cipher, &aad, payload),
+            (Mode::Authenticated, _, _) => {
+                seal_checked(ENVELOPE_MAC, &aad, buf, start, Some(&self.keys.mac_key));
+                Ok(())
+            }
+            (_, Some(cipher), Some(c)) => self
+                .seal_aead(c, cipher, &aad, &mut buf[start..])
+                .map(|tag| buf.extend_from_slice(&tag)),
             _ => Err(Error::invalid("encrypted repository without a cipher")),
         }
     }
 
-    fn seal_checked(&self, ty: u8, aad: &[u8], payload: &[u8], key: Option<&[u8; 32]>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + payload.len() + CHECKSUM_LEN);
-        out.push(ty);
-        out.extend_from_slice(payload);
-        let sum = checksum(key, aad, payload);
-        out.extend_from_slice(&sum);
-        out
-    }
-
+    /// Fills in the header of `env` (header room + payload), encrypts the
+    /// payload in place and returns the tag.
     fn seal_aead(
         &self,
         c: Cipher,
         cipher: &SessionCipher,
         aad: &[u8],
-        payload: &[u8],
-    ) -> Result<Vec<u8>> {
+        env: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
         // Never wraps: at u64::MAX the session refuses to seal any more.
         let counter = self
             .counter
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1))
             .map_err(|_| Error::invalid("session nonce space exhausted; restart"))?;
-        let mut out = Vec::with_capacity(AEAD_HEADER_LEN + payload.len() + TAG_LEN);
-        out.push(c.envelope_byte());
-        out.extend_from_slice(&self.session_id);
-        out.extend_from_slice(&counter.to_le_bytes());
-        out.extend_from_slice(payload);
-        let tag = cipher.encrypt(&nonce(counter), aad, &mut out[AEAD_HEADER_LEN..])?;
-        out.extend_from_slice(&tag);
-        Ok(out)
+        env[0] = c.envelope_byte();
+        env[1..1 + SESSION_ID_LEN].copy_from_slice(&self.session_id);
+        env[1 + SESSION_ID_LEN..AEAD_HEADER_LEN].copy_from_slice(&counter.to_le_bytes());
+        cipher.encrypt(&nonce(counter), aad, &mut env[AEAD_HEADER_LEN..])
     }
 
     /// Opens an envelope and returns its payload; `what` names it in errors.
@@ -475,6 +506,13 @@ fn associated_data(ty: ObjectType, id: &[u8; ID_LEN]) -> [u8; 1 + ID_LEN] {
     aad[0] = ty as u8;
     aad[1..].copy_from_slice(id);
     aad
+}
+
+/// Seals `buf[start..]` (header room + payload) as a checksummed envelope.
+fn seal_checked(ty: u8, aad: &[u8], buf: &mut Vec<u8>, start: usize, key: Option<&[u8; 32]>) {
+    buf[start] = ty;
+    let sum = checksum(key, aad, &buf[start + 1..]);
+    buf.extend_from_slice(&sum);
 }
 
 fn checksum(key: Option<&[u8; 32]>, aad: &[u8], payload: &[u8]) -> [u8; CHECKSUM_LEN] {

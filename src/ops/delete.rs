@@ -47,7 +47,7 @@ pub fn rename(repo: &mut Repository, from: &str, to: &str) -> Result<Vec<String>
     let id = repo.sealer().blob_id(ObjectType::Archive, &data);
     if !repo.index().contains(&id) {
         let w = repo.writer(1);
-        w.add(ObjectType::Archive, id, data, ITEMS_COMPRESSION)?;
+        w.add(ObjectType::Archive, id, &data, ITEMS_COMPRESSION)?;
         let summary = w.finish()?;
         repo.absorb(&summary);
     }

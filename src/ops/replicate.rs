@@ -518,7 +518,7 @@ pub fn replicate(
                             }
                         };
                         let len = data.len() as u32;
-                        let (id, _) = dedup.store(ObjectType::Data, data, opts.compression)?;
+                        let (id, _) = dedup.store(ObjectType::Data, &data, opts.compression)?;
                         chunks.push(ChunkRef(id, len));
                     }
                     if vanished {

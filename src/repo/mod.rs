@@ -299,6 +299,7 @@ impl Repository {
             self.backend.clone(),
             self.sealer.clone(),
             self.config.pack_size,
+            self.config.chunker.params.max as usize,
             threads,
         )
     }

@@ -32,8 +32,53 @@ pub struct PackBuilder {
 }
 
 impl PackBuilder {
+    /// A builder writing into `buf` (cleared), with `room` bytes reserved
+    /// (a pack's size plus its largest blob), so it does not reallocate.
+    pub fn with_buffer(mut buf: Vec<u8>, room: usize) -> Self {
+        buf.clear();
+        // Reserved, not touched: untouched pages cost no memory.
+        buf.reserve(room);
+        Self {
+            data: buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Appends a blob that `seal` writes straight into the pack: it gets
+    /// the pack's bytes and must append exactly one envelope to them.
+    pub fn add_with(
+        &mut self,
+        ty: ObjectType,
+        id: BlobId,
+        raw_length: u32,
+        seal: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let start = self.data.len();
+        if let Err(e) = seal(&mut self.data) {
+            self.data.truncate(start);
+            return Err(e);
+        }
+        self.entries.push(PackEntry {
+            ty,
+            id,
+            offset: start as u32,
+            length: (self.data.len() - start) as u32,
+            raw_length,
+        });
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
+    }
+
+    pub fn entries(&self) -> &[PackEntry] {
+        &self.entries
+    }
+
+    /// The sealed bytes of one of this pack's entries.
+    pub fn envelope(&self, e: &PackEntry) -> &[u8] {
+        &self.data[e.offset as usize..(e.offset + e.length) as usize]
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,16 +1,16 @@
-//! The write half of the pipeline: compress + seal on worker threads, pack
-//! and write on one packer thread, then index files. Packs are durable
+//! The write half of the pipeline: compress + seal into packs on worker
+//! threads, write packs on uploader threads, then index files. Packs are durable
 //! before the index file naming them is written (docs/FORMAT.md, "Ordering").
 
 use super::index;
 use super::pack::{PackBuilder, PackEntry};
 use crate::backend::{Backend, FileKind};
-use crate::compress::Compression;
+use crate::compress::{Compression, Compressor};
 use crate::crypto::{ObjectType, Sealer};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crossbeam_channel::{Receiver, Sender, bounded};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// An index file is written after this many packs, so an interrupted
@@ -24,13 +24,6 @@ struct Job {
     compression: Compression,
 }
 
-struct Sealed {
-    ty: ObjectType,
-    id: BlobId,
-    raw_length: u32,
-    bytes: Vec<u8>,
-}
-
 /// What a writer added to the repository.
 #[derive(Default)]
 pub struct WriteSummary {
@@ -40,91 +33,203 @@ pub struct WriteSummary {
     pub raw_bytes: u64,
 }
 
+/// A free list of buffers handed back by the stage that consumed them, so
+/// the hot path reuses warm memory instead of allocating (and faulting in)
+/// a fresh buffer per chunk. Holding both ends, it never disconnects; a
+/// full list drops what it is given.
+#[derive(Clone)]
+struct Pool {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Self {
+        let (tx, rx) = bounded(n);
+        Self { tx, rx }
+    }
+
+    /// An empty buffer with room for `capacity` bytes. Buffers are made
+    /// with room for the largest blob at once, never grown: growing
+    /// leaves freed blocks behind in the allocator, and memory crept up.
+    fn get(&self, capacity: usize) -> Vec<u8> {
+        match self.rx.try_recv() {
+            Ok(mut v) if v.capacity() >= capacity => {
+                v.clear();
+                v
+            }
+            _ => Vec::with_capacity(capacity),
+        }
+    }
+
+    fn put(&self, v: Vec<u8>) {
+        let _ = self.tx.try_send(v);
+    }
+}
+
+/// Packs uploaded at once: while one pack travels (or is fsynced), the
+/// next ones are built, so a slow link or disk does not stall sealing.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
+/// Over a network (SSH, S3) more packs travel at once: each waits out the
+/// link's round trips and window, not the CPU.
+pub const REMOTE_UPLOADS_IN_FLIGHT: usize = 4;
+
+/// An upload's outcome, with the pack's buffer for the next pack.
+type Done = (PackId, Result<()>, Vec<u8>);
+
+/// What the workers share: finished packs go to the uploaders, and every
+/// INDEX_EVERY_PACKS of them into an index file once they have landed.
+struct Packing {
+    summary: WriteSummary,
+    unindexed: usize,
+    tx: Option<Sender<(PackId, Vec<u8>)>>,
+    done: Receiver<Done>,
+    landed: std::collections::HashSet<PackId>,
+    /// Buffers of landed packs, reused for the next ones.
+    buffers: Vec<Vec<u8>>,
+}
+
+/// What a worker needs besides its queue.
+#[derive(Clone)]
+struct Context {
+    backend: Arc<dyn Backend>,
+    sealer: Arc<Sealer>,
+    packing: Arc<Mutex<Packing>>,
+    failure: Arc<Mutex<Option<Error>>>,
+    inputs: Pool,
+    /// Bytes reserved per pack: its size plus the largest blob.
+    pack_room: usize,
+    pack_size: usize,
+}
+
 pub struct BlobWriter {
     jobs: Option<Sender<Job>>,
-    workers: Vec<JoinHandle<Result<()>>>,
-    packer: Option<JoinHandle<Result<WriteSummary>>>,
-    /// The packer's error, kept for the caller whose `add` found the
-    /// pipeline stopped (the packer thread's result then holds a copy).
-    failure: Arc<std::sync::Mutex<Option<Error>>>,
+    ctx: Context,
+    /// The largest blob expected (the chunker's maximum): the size of
+    /// the chunk buffers.
+    max_blob: usize,
+    workers: Vec<JoinHandle<Result<PackBuilder>>>,
+    uploaders: Vec<JoinHandle<()>>,
 }
 
 impl BlobWriter {
+    /// Each worker compresses and seals its blobs straight into a pack of
+    /// its own (no copy, no packer thread, no queue of sealed blobs: the
+    /// order of blobs in packs does not matter); a full pack goes to one
+    /// of UPLOADS_IN_FLIGHT uploaders.
     pub fn new(
         backend: Arc<dyn Backend>,
         sealer: Arc<Sealer>,
         pack_size: u32,
+        max_blob: usize,
         threads: usize,
     ) -> Self {
         let threads = threads.max(1);
-        // Bounded queues keep memory at a few chunks per thread.
-        let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-        let (sealed_tx, sealed_rx) = bounded::<Sealed>(threads * 2);
-        let workers = (0..threads)
+        // One queued job (the next chunk, ready when a worker is free); more
+        // only hold memory: each is a chunk buffer of up to `max_blob`.
+        let (job_tx, job_rx) = bounded::<Job>(1);
+        // A rendezvous: a pack is handed over only to an idle uploader.
+        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>)>(0);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
+        let in_flight = if backend.high_latency() {
+            REMOTE_UPLOADS_IN_FLIGHT
+        } else {
+            UPLOADS_IN_FLIGHT
+        };
+        let uploaders = (0..in_flight)
             .map(|_| {
-                let (rx, tx, s) = (job_rx.clone(), sealed_tx.clone(), sealer.clone());
-                std::thread::spawn(move || worker(rx, tx, &s))
+                let (up_rx, done_tx, backend) = (up_rx.clone(), done_tx.clone(), backend.clone());
+                std::thread::spawn(move || {
+                    for (id, bytes) in up_rx {
+                        let r = backend.write(FileKind::Pack, &id.to_hex(), &bytes);
+                        if done_tx.send((id, r, bytes)).is_err() {
+                            break;
+                        }
+                    }
+                })
             })
             .collect();
-        drop(sealed_tx);
-        let failure = Arc::new(std::sync::Mutex::new(None));
-        let fail = failure.clone();
-        let packer = std::thread::spawn(move || {
-            // The error is recorded while `sealed_rx` is still open, so a
-            // caller whose `add` fails (after the workers stop, which is
-            // after the receiver closes) always finds it.
-            let r = packer(&sealed_rx, backend.as_ref(), &sealer, pack_size);
-            if let Err(e) = &r
-                && let Ok(mut f) = fail.lock()
-            {
-                *f = Some(clone_error(e));
-            }
-            drop(sealed_rx);
-            r
-        });
+        let ctx = Context {
+            backend,
+            sealer,
+            packing: Arc::new(Mutex::new(Packing {
+                summary: WriteSummary::default(),
+                unindexed: 0,
+                tx: Some(up_tx),
+                done: done_rx,
+                landed: Default::default(),
+                buffers: Vec::new(),
+            })),
+            failure: Arc::new(Mutex::new(None)),
+            inputs: Pool::new(threads),
+            pack_room: pack_size as usize + max_blob + (1 << 16),
+            pack_size: pack_size as usize,
+        };
+        let workers = (0..threads)
+            .map(|_| {
+                let (rx, ctx) = (job_rx.clone(), ctx.clone());
+                std::thread::spawn(move || {
+                    let r = worker(&rx, &ctx);
+                    if let Err(e) = &r {
+                        ctx.fail(e);
+                    }
+                    r
+                })
+            })
+            .collect();
         Self {
             jobs: Some(job_tx),
+            ctx,
+            max_blob,
             workers,
-            packer: Some(packer),
-            failure,
+            uploaders,
         }
     }
 
-    /// Queues a blob; blocks while the pipeline is full.
+    /// Queues a copy of a blob; blocks while the pipeline is full.
     pub fn add(
         &self,
         ty: ObjectType,
         id: BlobId,
-        data: Vec<u8>,
+        blob: &[u8],
         compression: Compression,
     ) -> Result<()> {
+        if let Some(e) = self.ctx.failed() {
+            return Err(e);
+        }
         let tx = self.jobs.as_ref().ok_or(Error::Interrupted)?;
+        let mut data = self.ctx.inputs.get(blob.len().max(self.max_blob));
+        data.extend_from_slice(blob);
         tx.send(Job {
             ty,
             id,
             data,
             compression,
         })
-        .map_err(|_| self.failure())
+        .map_err(|_| {
+            self.ctx
+                .failed()
+                .unwrap_or_else(|| Error::invalid("the write pipeline stopped"))
+        })
     }
 
-    /// Why the pipeline stopped (the packer's error, e.g. a full disk or a
-    /// lost connection).
-    fn failure(&self) -> Error {
-        self.failure
-            .lock()
-            .ok()
-            .and_then(|mut f| f.take())
-            .unwrap_or_else(|| Error::invalid("the write pipeline stopped"))
-    }
-
-    /// Drains the pipeline, writes the last pack and index file.
+    /// Drains the pipeline, writes the last packs and index file.
     pub fn finish(mut self) -> Result<WriteSummary> {
+        let result = self.drain().and_then(|()| self.ctx.index_rest());
+        self.stop_uploaders();
+        result
+    }
+
+    /// Stops the workers and ships what their packs hold, merged: the same
+    /// blobs then make the same number of packs whichever worker sealed
+    /// them (the crash campaigns count a run's steps).
+    fn drain(&mut self) -> Result<()> {
         self.jobs.take();
         let mut first_err = None;
+        let mut partial = Vec::new();
         for w in self.workers.drain(..) {
             match w.join() {
-                Ok(Ok(())) => {}
+                Ok(Ok(p)) => partial.push(p),
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
                 }
@@ -133,28 +238,152 @@ impl BlobWriter {
                 }
             }
         }
-        let packed = match self.packer.take().map(|p| p.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(Error::invalid("the packer thread panicked")),
-        };
-        // A packer error (disk full, say) explains a worker's failed send.
-        match (packed, first_err) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(e)) => Err(e),
-            (Ok(s), None) => Ok(s),
+        match first_err {
+            Some(e) => Err(e),
+            None => self.ctx.ship_merged(partial),
+        }
+    }
+
+    fn stop_uploaders(&mut self) {
+        if let Ok(mut p) = self.ctx.packing.lock() {
+            p.tx.take();
+        }
+        for u in self.uploaders.drain(..) {
+            let _ = u.join();
         }
     }
 }
 
 impl Drop for BlobWriter {
+    /// Without `finish` (an error or an interruption upstream): the blobs
+    /// queued still go into packs, and the packs into an index file, so
+    /// the next run reuses them.
     fn drop(&mut self) {
-        self.jobs.take();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        if !self.workers.is_empty() && self.drain().is_ok() {
+            let _ = self.ctx.index_rest();
         }
-        if let Some(p) = self.packer.take() {
-            let _ = p.join();
+        self.stop_uploaders();
+    }
+}
+
+impl Context {
+    fn fail(&self, e: &Error) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert_with(|| clone_error(e));
         }
+    }
+
+    /// Why the pipeline stopped (e.g. a full disk or a lost connection).
+    fn failed(&self) -> Option<Error> {
+        let f = self.failure.lock().ok()?;
+        f.as_ref().map(clone_error)
+    }
+
+    fn new_pack(&self) -> Result<PackBuilder> {
+        let mut p = self.lock()?;
+        while let Ok(done) = p.done.try_recv() {
+            p.landed(done)?;
+        }
+        let buf = p.buffers.pop().unwrap_or_default();
+        Ok(PackBuilder::with_buffer(buf, self.pack_room))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Packing>> {
+        self.packing
+            .lock()
+            .map_err(|_| Error::invalid("a pack writer panicked"))
+    }
+
+    /// Finishes a pack, hands it to an uploader and, every
+    /// INDEX_EVERY_PACKS packs, writes an index file for those that landed.
+    fn ship(&self, pack: PackBuilder) -> Result<()> {
+        let (id, bytes, entries) = pack.finish(&self.sealer)?;
+        let mut p = self.lock()?;
+        p.summary.blobs += entries.len() as u64;
+        p.summary.stored_bytes += entries.iter().map(|e| e.length as u64).sum::<u64>();
+        p.summary.raw_bytes += entries.iter().map(|e| e.raw_length as u64).sum::<u64>();
+        p.send(id, bytes)?;
+        p.summary.packs.push((id, entries));
+        p.unindexed += 1;
+        if p.unindexed >= INDEX_EVERY_PACKS {
+            p.write_batch(self.backend.as_ref(), &self.sealer)?;
+        }
+        Ok(())
+    }
+
+    /// Ships the workers' last packs, merged into as few as the pack size
+    /// allows (envelopes do not depend on where they lie in a pack).
+    fn ship_merged(&self, packs: Vec<PackBuilder>) -> Result<()> {
+        let mut into: Option<PackBuilder> = None;
+        for p in packs.into_iter().filter(|p| !p.is_empty()) {
+            let Some(a) = into.as_mut() else {
+                into = Some(p);
+                continue;
+            };
+            for e in p.entries() {
+                a.add(e.ty, e.id, e.raw_length, p.envelope(e));
+                if a.len() >= self.pack_size {
+                    self.ship(std::mem::take(a))?;
+                    *a = self.new_pack()?;
+                }
+            }
+        }
+        match into {
+            Some(a) if !a.is_empty() => self.ship(a),
+            _ => Ok(()),
+        }
+    }
+
+    /// The index file for the packs not yet in one; returns the summary.
+    fn index_rest(&self) -> Result<WriteSummary> {
+        let mut p = self.lock()?;
+        if p.unindexed > 0 {
+            p.write_batch(self.backend.as_ref(), &self.sealer)?;
+        }
+        Ok(std::mem::take(&mut p.summary))
+    }
+}
+
+impl Packing {
+    fn landed(&mut self, (id, r, bytes): Done) -> Result<()> {
+        r?;
+        self.landed.insert(id);
+        if self.buffers.len() < UPLOADS_IN_FLIGHT {
+            self.buffers.push(bytes);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, id: PackId, bytes: Vec<u8>) -> Result<()> {
+        // Report a failed upload (full disk, lost connection) as soon as it
+        // is known, not only at the next index file.
+        while let Ok(done) = self.done.try_recv() {
+            self.landed(done)?;
+        }
+        let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
+        tx.send((id, bytes))
+            .map_err(|_| Error::invalid("pack uploaders stopped"))
+    }
+
+    /// Waits until the unindexed packs are durable (rule 1 of the
+    /// ordering: packs before the index file that lists them), then
+    /// writes their index file.
+    fn write_batch(&mut self, backend: &dyn Backend, sealer: &Sealer) -> Result<()> {
+        let n = self.unindexed;
+        let from = self.summary.packs.len() - n;
+        for i in from..self.summary.packs.len() {
+            let id = self.summary.packs[i].0;
+            while !self.landed.contains(&id) {
+                let done = self
+                    .done
+                    .recv()
+                    .map_err(|_| Error::invalid("pack uploaders stopped"))?;
+                self.landed(done)?;
+            }
+        }
+        write_index(backend, sealer, &self.summary.packs[from..])?;
+        self.unindexed = 0;
+        Ok(())
     }
 }
 
@@ -172,137 +401,34 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-fn worker(rx: Receiver<Job>, tx: Sender<Sealed>, sealer: &Sealer) -> Result<()> {
+/// Compresses and seals each blob straight into this worker's pack: the
+/// payload is compressed after room for the envelope header and encrypted
+/// where it lies. Stops early when another worker failed.
+fn worker(rx: &Receiver<Job>, ctx: &Context) -> Result<PackBuilder> {
+    let mut compressor = Compressor::default();
+    let head = ctx.sealer.envelope_header_len();
+    let mut pack = ctx.new_pack()?;
     for job in rx {
-        let payload = job.compression.compress(&job.data);
-        let bytes = sealer.seal(job.ty, &job.id.0, &payload)?;
-        let s = Sealed {
-            ty: job.ty,
-            id: job.id,
-            raw_length: job.data.len() as u32,
-            bytes,
-        };
-        if tx.send(s).is_err() {
-            break; // the packer failed; it reports why
+        if ctx.failed().is_some() {
+            return Ok(PackBuilder::default()); // the failing worker reports why
+        }
+        let raw_length = job.data.len() as u32;
+        pack.add_with(job.ty, job.id, raw_length, |buf| {
+            let start = buf.len();
+            buf.resize(start + head, 0);
+            job.compression
+                .compress_into(&job.data, buf, &mut compressor);
+            ctx.sealer.seal_in_place(job.ty, &job.id.0, buf, start)
+        })?;
+        ctx.inputs.put(job.data);
+        if pack.len() >= ctx.pack_size {
+            // Shipped first: the next pack then reuses the buffer of one
+            // that landed meanwhile, instead of a fifth pack in memory.
+            ctx.ship(std::mem::take(&mut pack))?;
+            pack = ctx.new_pack()?;
         }
     }
-    Ok(())
-}
-
-/// Packs uploaded at once: while one pack travels (or is fsynced), the
-/// next ones are built, so a slow link or disk does not stall sealing.
-pub const UPLOADS_IN_FLIGHT: usize = 3;
-
-fn packer(
-    rx: &Receiver<Sealed>,
-    backend: &dyn Backend,
-    sealer: &Sealer,
-    pack_size: u32,
-) -> Result<WriteSummary> {
-    std::thread::scope(|scope| {
-        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>)>(1);
-        let (done_tx, done_rx) = crossbeam_channel::unbounded::<(PackId, Result<()>)>();
-        for _ in 0..UPLOADS_IN_FLIGHT {
-            let (up_rx, done_tx) = (up_rx.clone(), done_tx.clone());
-            scope.spawn(move || {
-                for (id, bytes) in up_rx {
-                    let r = backend.write_owned(FileKind::Pack, &id.to_hex(), bytes);
-                    if done_tx.send((id, r)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop((up_rx, done_tx));
-        let mut uploads = Uploads {
-            tx: Some(up_tx),
-            done: done_rx,
-            landed: Default::default(),
-        };
-        let result = pack_all(rx, &mut uploads, backend, sealer, pack_size);
-        uploads.tx.take(); // uploaders end once their queue is empty
-        result
-    })
-}
-
-/// Packs handed to the uploaders, and which of them have landed.
-struct Uploads {
-    tx: Option<Sender<(PackId, Vec<u8>)>>,
-    done: Receiver<(PackId, Result<()>)>,
-    landed: std::collections::HashSet<PackId>,
-}
-
-impl Uploads {
-    fn send(&mut self, id: PackId, bytes: Vec<u8>) -> Result<()> {
-        // Report a failed upload (full disk, lost connection) as soon as it
-        // is known, not only at the next index file.
-        while let Ok((done, r)) = self.done.try_recv() {
-            r?;
-            self.landed.insert(done);
-        }
-        let tx = self.tx.as_ref().ok_or(Error::Interrupted)?;
-        tx.send((id, bytes))
-            .map_err(|_| Error::invalid("pack uploaders stopped"))
-    }
-
-    /// Waits until every pack in `ids` is durable (rule 1 of the ordering:
-    /// packs before the index file that lists them).
-    fn wait_for(&mut self, ids: impl Iterator<Item = PackId>) -> Result<()> {
-        for id in ids {
-            while !self.landed.contains(&id) {
-                let (done, r) = self
-                    .done
-                    .recv()
-                    .map_err(|_| Error::invalid("pack uploaders stopped"))?;
-                r?;
-                self.landed.insert(done);
-            }
-        }
-        Ok(())
-    }
-}
-
-fn pack_all(
-    rx: &Receiver<Sealed>,
-    uploads: &mut Uploads,
-    backend: &dyn Backend,
-    sealer: &Sealer,
-    pack_size: u32,
-) -> Result<WriteSummary> {
-    let mut summary = WriteSummary::default();
-    let mut pack = PackBuilder::default();
-    let mut unindexed = 0usize;
-    let write_batch = |summary: &WriteSummary, n: usize, uploads: &mut Uploads| -> Result<()> {
-        let batch = &summary.packs[summary.packs.len() - n..];
-        uploads.wait_for(batch.iter().map(|(id, _)| *id))?;
-        write_index(backend, sealer, batch).map(|_| ())
-    };
-    for s in rx {
-        summary.blobs += 1;
-        summary.stored_bytes += s.bytes.len() as u64;
-        summary.raw_bytes += s.raw_length as u64;
-        pack.add(s.ty, s.id, s.raw_length, &s.bytes);
-        if pack.len() >= pack_size as usize {
-            let (id, bytes, entries) = std::mem::take(&mut pack).finish(sealer)?;
-            uploads.send(id, bytes)?;
-            summary.packs.push((id, entries));
-            unindexed += 1;
-            if unindexed >= INDEX_EVERY_PACKS {
-                write_batch(&summary, unindexed, uploads)?;
-                unindexed = 0;
-            }
-        }
-    }
-    if !pack.is_empty() {
-        let (id, bytes, entries) = pack.finish(sealer)?;
-        uploads.send(id, bytes)?;
-        summary.packs.push((id, entries));
-        unindexed += 1;
-    }
-    if unindexed > 0 {
-        write_batch(&summary, unindexed, uploads)?;
-    }
-    Ok(summary)
+    Ok(pack) // shipped by `BlobWriter::drain`, merged with the others
 }
 
 /// Copies already-sealed blobs into new packs (compact and repair move

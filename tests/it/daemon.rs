@@ -361,11 +361,14 @@ fn sigterm_during_a_backup_stops_it_without_a_partial_archive_or_a_lock() {
     std::fs::write(
         &config,
         format!(
-            "state_dir = \"{}\"\n[node]\nname = \"n\"\n[[repository]]\nname = \"local\"\nlocation = \"{}\"\npassphrase_file = \"{}\"\n[[job]]\nname = \"nightly\"\nkind = \"backup\"\nrepository = \"local\"\nschedule = \"* * * * * *\"\nsources = [\"{}\"]\n",
+            "state_dir = \"{}\"\n[node]\nname = \"n\"\n[[repository]]\nname = \"local\"\nlocation = \"{}\"\npassphrase_file = \"{}\"\n[[job]]\nname = \"nightly\"\nkind = \"backup\"\nrepository = \"local\"\nschedule = \"* * * * * *\"\nsources = [\"{}\"]\n{}",
             state.display(),
             env.repo(),
             env.path("pass").display(),
-            src.display()
+            src.display(),
+            // Slow on purpose: the default compression backs these 100 MB
+            // up in a third of a second, before the signal arrives.
+            "compression = \"xz,6\"\n",
         ),
     )
     .unwrap();

@@ -58,7 +58,7 @@ fn forge(env: &Env, name: &str, items: Vec<Item>, content: &[u8]) {
         dry_run: false,
     };
     let (chunk, _) = dedup
-        .store(ObjectType::Data, content.to_vec(), Compression::default())
+        .store(ObjectType::Data, content, Compression::default())
         .unwrap();
     let mut iw = ItemsWriter::new(&repo.sealer().keys().chunker_seed);
     for mut it in items {
@@ -90,7 +90,7 @@ fn forge(env: &Env, name: &str, items: Vec<Item>, content: &[u8]) {
     };
     let data = archive.encode().unwrap();
     let (id, _) = dedup
-        .store(ObjectType::Archive, data, ITEMS_COMPRESSION)
+        .store(ObjectType::Archive, &data, ITEMS_COMPRESSION)
         .unwrap();
     drop(dedup);
     let summary = writer.finish().unwrap();
