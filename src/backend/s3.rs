@@ -118,6 +118,9 @@ pub struct S3Settings {
     /// pass less on both ends, for links that authenticate themselves
     /// (HTTPS, WireGuard).
     pub signed_payload: Option<bool>,
+    /// How long a request is retried after transient failures (a node
+    /// restarting, a Pi rebooting), in seconds; default 120.
+    pub retry_seconds: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +138,7 @@ pub struct S3Options {
     pub region: String,
     pub path_style: bool,
     pub signed_payload: bool,
+    pub retry_timeout: Duration,
     pub credentials: Credentials,
 }
 
@@ -189,6 +193,17 @@ impl S3Options {
             Some(p) => p,
             None => flag("STRATA_S3_SIGNED_PAYLOAD")?.unwrap_or(true),
         };
+        let retry_seconds = match s.retry_seconds {
+            Some(n) => n,
+            None => match env("STRATA_S3_RETRY_SECONDS") {
+                Some(v) => v.parse().map_err(|_| {
+                    Error::invalid(format!(
+                        "STRATA_S3_RETRY_SECONDS=`{v}`: use a number of seconds"
+                    ))
+                })?,
+                None => 120,
+            },
+        };
         let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
             (Some(key_id), Some(secret)) => Credentials {
                 key_id,
@@ -212,6 +227,7 @@ impl S3Options {
             region,
             path_style,
             signed_payload,
+            retry_timeout: Duration::from_secs(retry_seconds),
             credentials,
         })
     }
@@ -306,7 +322,8 @@ impl S3Backend {
         // The back-off is drawn at random between `init_backoff` and `base`
         // times the previous one, so a short `init_backoff` can spend every
         // retry within a second or two of a node restarting (seen in the
-        // tests): at least 1 s between tries, up to 30 s, for 5 minutes.
+        // tests): at least 1 s between tries, up to 30 s, for
+        // `retry_timeout` (2 minutes unless set).
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: Duration::from_secs(1),
@@ -314,7 +331,7 @@ impl S3Backend {
                 base: 3.0,
             },
             max_retries: 15,
-            retry_timeout: Duration::from_secs(300),
+            retry_timeout: opts.retry_timeout,
         };
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&url.bucket)

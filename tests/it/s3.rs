@@ -396,8 +396,12 @@ fn s3_failures_are_one_clear_line() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     });
+    // (retried for 3 s here instead of the default 2 minutes)
     let err = one_line_error(&run(
-        &[("STRATA_S3_ENDPOINT", &dead)],
+        &[
+            ("STRATA_S3_ENDPOINT", &dead),
+            ("STRATA_S3_RETRY_SECONDS", "3"),
+        ],
         &["list", "s3://strata/errs"],
     ));
     assert!(err.contains("cannot reach the S3 endpoint"), "{err}");
