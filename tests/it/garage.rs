@@ -36,16 +36,18 @@ pub struct Garage {
     _dir: tempfile::TempDir,
     bin: PathBuf,
     nodes: Vec<Node>,
+    ip: String,
     pub key_id: String,
     pub secret: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback address of its own for each cluster (all of 127/8 is
+/// loopback): clusters of tests running in parallel cannot take each
+/// other's ports, which picking free ports one by one could not promise.
+fn own_loopback() -> String {
+    let mut b = [0u8; 3];
+    getrandom::fill(&mut b).unwrap();
+    format!("127.{}.{}.{}", b[0].max(1), b[1], b[2].clamp(2, 254))
 }
 
 fn hex(n: usize) -> String {
@@ -75,11 +77,13 @@ impl Garage {
             .tempdir()
             .unwrap();
         let rpc_secret = hex(32);
+        let ip = own_loopback();
         let mut nodes = Vec::new();
         for i in 0..3 {
             let root = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&root).unwrap();
-            let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+            let base = 3900 + 10 * i as u16;
+            let (rpc, s3, admin) = (base + 1, base, base + 3);
             let config = root.join("garage.toml");
             std::fs::write(
                 &config,
@@ -88,14 +92,14 @@ impl Garage {
                      data_dir = \"{root}/data\"\n\
                      db_engine = \"sqlite\"\n\
                      replication_factor = 3\n\
-                     rpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
-                     rpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                     rpc_bind_addr = \"{ip}:{rpc}\"\n\
+                     rpc_public_addr = \"{ip}:{rpc}\"\n\
                      rpc_secret = \"{rpc_secret}\"\n\
                      [s3_api]\n\
                      s3_region = \"{REGION}\"\n\
-                     api_bind_addr = \"127.0.0.1:{s3}\"\n\
+                     api_bind_addr = \"{ip}:{s3}\"\n\
                      [admin]\n\
-                     api_bind_addr = \"127.0.0.1:{admin}\"\n",
+                     api_bind_addr = \"{ip}:{admin}\"\n",
                     root = root.display()
                 ),
             )
@@ -113,6 +117,7 @@ impl Garage {
             _dir: dir,
             bin,
             nodes,
+            ip,
             key_id: format!("GK{}", hex(12)),
             secret: hex(32),
         };
@@ -135,7 +140,10 @@ impl Garage {
             })
             .collect();
         for id in &ids[1..] {
-            g.cli(&["node", "connect", id]);
+            // The peer may not listen yet: `node id` reads its key file.
+            wait("a Garage node to accept connections", 60, || {
+                g.cli_at(0, &["node", "connect", id]).is_ok()
+            });
         }
         for (i, id) in ids.iter().enumerate() {
             let node = id.split('@').next().unwrap();
@@ -182,7 +190,7 @@ impl Garage {
     /// The admin API's /health answers 200 once the node sees a quorum for
     /// every partition.
     fn wait_healthy(&self, i: usize) {
-        let url = format!("http://127.0.0.1:{}/health", self.nodes[i].admin_port);
+        let url = format!("http://{}:{}/health", self.ip, self.nodes[i].admin_port);
         wait("a healthy Garage cluster", 60, || {
             ureq::get(&url)
                 .call()
@@ -212,7 +220,7 @@ impl Garage {
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].s3_port)
+        format!("http://{}:{}", self.ip, self.nodes[i].s3_port)
     }
 
     /// The environment a strata command needs to reach the bucket through
