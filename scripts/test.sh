@@ -78,6 +78,8 @@ scripts/garage.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# Micro-benchmarks (benches/micro/): each once, on small inputs (~5 s build, ~2 s run).
+cargo test --locked --bench micro
 # Fuzzing (fuzz/, docs/reliability.md): nightly cargo-fuzz (installed by the
 # script if missing) builds every target once, then runs each for 8 s:
 # about 2 minutes of build when only strata changed, 10 the first time
