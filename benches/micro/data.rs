@@ -43,8 +43,8 @@ pub fn random(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-/// `n` bytes of log-like text (words and numbers): zstd,3 stores it in
-/// about a quarter of its size, like source trees and logs.
+/// `n` bytes of log-like text (words and numbers). Of 2 MiB, zstd,1
+/// keeps 34 % (the `zstd -1` command line as much), zstd,3 33 %, lz4 56 %.
 pub fn text(n: usize, seed: u64) -> Vec<u8> {
     const WORDS: &[&str] = &[
         "the",

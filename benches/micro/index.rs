@@ -14,7 +14,7 @@ use strata::repo::pack::PackEntry;
 const BLOBS: usize = 1 << 20;
 /// Blobs per pack: a 16 MiB pack of 2 MiB chunks.
 const PER_PACK: usize = 8;
-/// Lookups per timed call, in a random order over the whole index.
+/// Lookups per timed call.
 const PROBES: usize = 4096;
 
 fn ids(n: usize, seed: u64) -> Vec<BlobId> {
@@ -64,47 +64,54 @@ static INDEX: LazyLock<Index> = LazyLock::new(|| {
     index
 });
 
-/// Ids in the index, in an order unrelated to insertion.
+/// Every id in the index, shuffled.
 fn hits() -> Vec<BlobId> {
+    let mut ids: Vec<BlobId> = PACKS
+        .iter()
+        .flat_map(|p| p.1.iter().map(|e| e.id))
+        .collect();
     let mut rng = Rng::new(7);
-    (0..PROBES)
-        .map(|_| PACKS[rng.next() as usize % PACKS.len()].1[0].id)
-        .collect()
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.next() as usize % (i + 1));
+    }
+    ids
 }
 
+/// As many ids that are not in the index.
+fn misses() -> Vec<BlobId> {
+    ids(PACKS.len() * PER_PACK, 8)
+}
+
+/// Each timed call looks up the next PROBES ids of `probes`: lookups go
+/// to memory no earlier call warmed, like a backup's chunk ids.
+fn probe(bencher: Bencher, probes: &[BlobId], lookup: impl Fn(&BlobId) -> bool) {
+    let mut at = 0;
+    bencher.counter(ItemsCount::new(PROBES)).bench_local(|| {
+        let batch = &probes[at..at + PROBES];
+        at = (at + PROBES) % probes.len();
+        batch.iter().filter(|id| lookup(black_box(id))).count()
+    });
+}
+
+/// A chunk the repository has: an unchanged file not in the files cache.
 #[divan::bench]
 fn contains_hit(bencher: Bencher) {
-    let (index, probes) = (&*INDEX, hits());
-    bencher.counter(ItemsCount::new(PROBES)).bench(|| {
-        probes
-            .iter()
-            .filter(|id| index.contains(black_box(id)))
-            .count()
-    });
+    let index = &*INDEX;
+    probe(bencher, &hits(), |id| index.contains(id));
 }
 
 /// A new chunk: the common case of a first backup.
 #[divan::bench]
 fn contains_miss(bencher: Bencher) {
-    let (index, probes) = (&*INDEX, ids(PROBES, 8));
-    bencher.counter(ItemsCount::new(PROBES)).bench(|| {
-        probes
-            .iter()
-            .filter(|id| index.contains(black_box(id)))
-            .count()
-    });
+    let index = &*INDEX;
+    probe(bencher, &misses(), |id| index.contains(id));
 }
 
 /// Where a blob lives, as `read_blob` asks.
 #[divan::bench]
 fn get_hit(bencher: Bencher) {
-    let (index, probes) = (&*INDEX, hits());
-    bencher.counter(ItemsCount::new(PROBES)).bench(|| {
-        probes
-            .iter()
-            .filter_map(|id| index.get(black_box(id)))
-            .count()
-    });
+    let index = &*INDEX;
+    probe(bencher, &hits(), |id| index.get(id).is_some());
 }
 
 /// 1M blobs into an empty index, pack by pack.
