@@ -78,7 +78,7 @@ scripts/garage.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-# Micro-benchmarks (benches/micro/): each once, on small inputs (~5 s build, ~2 s run).
+# Micro-benchmarks (benches/micro/), each once on small inputs: ~5 s to build, 2 s to run.
 cargo test --locked --bench micro
 # Fuzzing (fuzz/, docs/reliability.md): nightly cargo-fuzz (installed by the
 # script if missing) builds every target once, then runs each for 8 s:

@@ -4,14 +4,14 @@ pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * KIB;
 
 /// Whether divan runs each benchmark once, as CI does (`--test`, or
-/// `cargo test --benches`, which passes no `--bench`).
+/// `cargo test --bench micro`, which passes no `--bench`).
 fn quick() -> bool {
     let args: Vec<String> = std::env::args().collect();
     args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
 }
 
 /// `n`, or at most `quick_n` when running once: the unoptimised build
-/// that `cargo test --benches` makes then runs every benchmark in seconds.
+/// that `cargo test --bench micro` makes then runs every benchmark in seconds.
 pub fn size(n: usize, quick_n: usize) -> usize {
     if quick() { n.min(quick_n) } else { n }
 }

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench micro` runs them all (bench/micro.sh saves the
 //! output); `cargo bench --bench micro -- aead` runs the ones whose path
-//! matches; `cargo test --benches` runs each once, as CI does. Inputs are
+//! matches; `cargo test --bench micro` runs each once, as CI does. Inputs are
 //! deterministic (`data`), so two runs time the same bytes.
 
 mod aead;
