@@ -11,6 +11,7 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 pub mod daemon;
+pub mod direct_io;
 pub mod error;
 pub mod id;
 pub mod mount;
