@@ -173,15 +173,16 @@ fn write_file(path: &Path, data: &[u8], same_ok: bool) -> Result<()> {
     result
 }
 
+thread_local! {
+    /// The aligned buffer of this thread's direct reads and writes.
+    static STAGING: std::cell::RefCell<crate::direct_io::Staging> = Default::default();
+}
+
 /// Packs and other large files bypass the page cache (`crate::direct_io`):
 /// they are read again only by `check`, restores and compaction, and the
 /// cache copy was the largest cost of `create` after compression.
 fn write_contents(f: &mut File, data: &[u8]) -> std::io::Result<()> {
-    use crate::direct_io::{DirectWriter, MIN_DIRECT, Staging};
-    use std::cell::RefCell;
-    thread_local! {
-        static STAGING: RefCell<Staging> = RefCell::new(Staging::default());
-    }
+    use crate::direct_io::{DirectWriter, MIN_DIRECT};
     if (data.len() as u64) < MIN_DIRECT || !crate::direct_io::enabled() {
         return f.write_all(data);
     }
@@ -191,6 +192,17 @@ fn write_contents(f: &mut File, data: &[u8]) -> std::io::Result<()> {
         w.write_all(data)?;
         w.finish()
     })
+}
+
+/// Whole large files (packs read by `check --verify-data`, `compact`,
+/// replication) are read past the page cache too: read once, and a check
+/// of a whole repository would otherwise evict everything else cached.
+fn read_contents(f: &File, size: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use crate::direct_io::MIN_DIRECT;
+    if size < MIN_DIRECT || !crate::direct_io::enabled() {
+        return (&mut &*f).read_to_end(out).map(|_| ());
+    }
+    STAGING.with(|staging| crate::direct_io::read_to_end(f, &mut staging.borrow_mut(), true, out))
 }
 
 fn rename_noreplace(from: &Path, to: &Path, same_ok: bool) -> Result<()> {
@@ -302,10 +314,10 @@ impl Backend for LocalBackend {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let path = self.path(kind, name)?;
-        let mut f = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .ctx(|| format!("reading {}", path.display()))?;
+        let f = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut buf = Vec::with_capacity(size as usize);
+        read_contents(&f, size, &mut buf).ctx(|| format!("reading {}", path.display()))?;
         Ok(buf)
     }
 
