@@ -20,19 +20,21 @@
 #                           [--work DIR] [--keep]
 #   --rebuild   rebuild the three release binaries even if they exist
 #   --mib N     source data, half random and half log-like text (default 48)
-#   --top N     also print the N functions of each serve run with the most
-#               instructions (symbols of the strata binary)
-#   --archs     comma-separated rows to run, from x86_64,x86_64-sse2,
-#               aarch64,aarch64-max,armv7 (default: all)
+#   --top N     also print the N functions of each serve and check run with
+#               the most instructions
+#   --archs     comma-separated rows to run, from x86_64,x86_64-sse41,x86_64-sse2,
+#               aarch64,aarch64-max,armv7 (default: all; x86_64 is the
+#               reference of the ratios)
 #   --work DIR  scratch directory (default /tmp/strata-arm-insns), removed
 #               at the end unless --keep
+# The table goes to standard output (and the per-function lists with --top).
 # Needs root for apt-get only when qemu-user, the cross compilers or the
 # rustup targets are missing. Takes ~3 minutes when the binaries exist
 # (a first build of the three: 20-40 minutes on 2 shared cores).
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rebuild=0 mib=48 top=0 keep=0 work=/tmp/strata-arm-insns
-archs=x86_64,x86_64-sse2,aarch64,aarch64-max,armv7
+archs=x86_64,x86_64-sse41,x86_64-sse2,aarch64,aarch64-max,armv7
 while [ $# -gt 0 ]; do
   case $1 in
     --rebuild) rebuild=1 ;;
@@ -108,17 +110,18 @@ for i in range(8):
                 " ".join(rnd.choice(words) for _ in range(rnd.randint(4, 12))) + " id=%d" % rnd.getrandbits(32))
             f.write(line); n += len(line)
 PY
-"$host" init -e repokey "$work/host-repo" >/dev/null
+"$host" init -e repokey "$work/host-repo" >/dev/null 2>&1
 "$host" create "$work/host-repo::day1" "$work/data" >/dev/null
 rm -rf "$work/data"
 # every run replicates into a copy of one empty target: same chunker seed,
 # so every architecture receives the same chunks
-"$host" init -e none "$work/pi-template" >/dev/null
+"$host" init -e none "$work/pi-template" >/dev/null 2>&1
 
 # --- runs ---------------------------------------------------------------------
 # label arch qemu-cpu note
 rows=(
   "x86_64 x86_64 max AVX2 (TCG has no AVX-512)"
+  "x86_64-sse41 x86_64 Nehalem SSE4.1: 128-bit, as NEON"
   "x86_64-sse2 x86_64 qemu64 SSE2 baseline"
   "aarch64 aarch64 cortex-a72 Pi 4: NEON, no AES/SHA"
   "aarch64-max aarch64 max NEON+AES+SHA (+SVE)"
@@ -132,7 +135,51 @@ sysroot_of() { case $1 in x86_64) echo / ;; aarch64) echo /usr/aarch64-linux-gnu
 # loops, comparable to the NEON loops of aarch64's glibc.
 tunables_of() { if [ "$1" = x86_64 ]; then echo "glibc.cpu.hwcaps=-ERMS,-FSRM"; fi; }
 sum() { awk -v k="$1" '$1 == k { s += $2 } END { printf "%d", s }' "$2"; }
-demangle() { if command -v rustfilt >/dev/null; then rustfilt; else c++filt; fi; }
+# profile COUNTFILE N: the N functions with the most instructions. The
+# plugin names functions of the strata binary that QEMU knows; the rest
+# (shared libraries, assembly without a symbol type, e.g. BLAKE3's x86
+# assembly) it gives as file offsets, resolved here with nm.
+profile() {
+  python3 - "$1" "$2" <<'PY' | c++filt
+import bisect, collections, subprocess, sys
+path, n = sys.argv[1], int(sys.argv[2])
+total, by = 0, collections.Counter()
+tables = {}
+def resolve(f, off):
+    if f not in tables:
+        segs, syms = [], []
+        try:
+            for l in subprocess.run(["readelf", "-lW", f], capture_output=True, text=True).stdout.splitlines():
+                w = l.split()
+                if w[:1] == ["LOAD"]:
+                    segs.append((int(w[1], 16), int(w[2], 16), int(w[4], 16)))
+            for flag in ([], ["-D"]):
+                out = subprocess.run(["nm", "-n", "--defined-only", *flag, f], capture_output=True, text=True).stdout
+                for l in out.splitlines():
+                    w = l.split()
+                    if len(w) == 3 and w[1] in "tTwWiI":
+                        syms.append((int(w[0], 16), w[2]))
+        except OSError:
+            pass
+        syms.sort()
+        tables[f] = (segs, [a for a, _ in syms], [s for _, s in syms])
+    segs, addrs, names = tables[f]
+    va = next((off - o + v for o, v, sz in segs if o <= off < o + sz), off)
+    i = bisect.bisect_right(addrs, va) - 1
+    lib = f.rsplit("/", 1)[-1]
+    return f"{names[i]} [{lib}]" if i >= 0 else f"? [{lib}+{off:#x}]"
+for line in open(path):
+    w = line.split()
+    if w[0] == "insns":
+        total += int(w[1])
+    elif w[0] == "sym" and not w[3].startswith("(no"):
+        by[w[3]] += int(w[1])
+    elif w[0] == "unsym":
+        by[resolve(w[2], int(w[3], 16))] += int(w[1])
+for name, c in by.most_common(n):
+    print(f"{c:>14,} {100 * c / total:5.1f}%  {name}")
+PY
+}
 
 results=$work/results.txt
 : > "$results"
@@ -150,7 +197,7 @@ for row in "${rows[@]}"; do
 exec $qemu -plugin $plugin,out=$count,top=$top $bin serve --append-only --restrict-to-path $work
 SH
   chmod +x "$work/rsh-$label"
-  STRATA_RSH=$work/rsh-$label STRATA_SSH_CONNECTIONS=1 \
+  STRATA_CACHE_DIR=$work/cache-$label STRATA_RSH=$work/rsh-$label STRATA_SSH_CONNECTIONS=1 \
     "$host" replicate --json --to "pi:$target" "$work/host-repo" > "$work/replicate-$label.json"
   read -r read_bytes sent_bytes < <(python3 -c '
 import json, sys
@@ -158,13 +205,15 @@ r = json.load(open(sys.argv[1]))["replicas"][0]
 assert r["ok"], r
 print(r["read_bytes"], r["sent_bytes"])' "$work/replicate-$label.json")
   check=$work/check-$label.count
-  $qemu -plugin "$plugin,out=$check" "$bin" check --verify-data "$target" >/dev/null
+  STRATA_CACHE_DIR=$work/cache-$label-pi $qemu -plugin "$plugin,out=$check,top=$top" "$bin" check --verify-data "$target" >/dev/null 2>&1
   echo "$label $arch $cpu $(sum insns "$count") $(sum insns "$check") $read_bytes $sent_bytes $(sum rep_iters "$count") $(sum rep_iters "$check") $note" >> "$results"
   if [ "$top" -gt 0 ]; then
-    echo "== $label ($cpu): serve, top $top functions" >&2
-    grep '^sym ' "$count" | cut -d' ' -f2- | demangle >&2
+    echo "== $label ($cpu): serve, top $top functions (% of the process's instructions)"
+    profile "$count" "$top"
+    echo "== $label ($cpu): check --verify-data, top $top functions"
+    profile "$check" "$top"
   fi
-  rm -rf "$target"
+  rm -rf "$target" "$work/cache-$label" "$work/cache-$label-pi"
 done
 
 # --- table --------------------------------------------------------------------

@@ -21,7 +21,12 @@
  * reader can see how much of an x86 total they are.
  *
  *   top=N     also list the N functions (ELF symbols of the main binary)
- *             that executed the most instructions
+ *             that executed the most instructions, and print every
+ *             translation block QEMU has no symbol for (shared libraries,
+ *             assembly without a symbol type) as "unsym COUNT FILE OFFSET":
+ *             its host address (qemu-user maps guest code into its own
+ *             address space) resolved through /proc/self/maps to a file
+ *             offset, which bench/arm-insns.sh turns into a symbol with nm.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -68,6 +73,7 @@ extern void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udat
 extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 extern struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 extern const char *qemu_plugin_insn_symbol(const struct qemu_plugin_insn *insn);
+extern void *qemu_plugin_insn_haddr(const struct qemu_plugin_insn *insn);
 extern const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
 extern size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
 extern void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn,
@@ -103,7 +109,11 @@ static pthread_mutex_t syms_lock = PTHREAD_MUTEX_INITIALIZER;
 struct tbinfo {
     uint64_t n;
     struct sym *sym;
+    uint64_t count; /* instructions executed in this TB (unsymbolized only) */
+    uintptr_t haddr;
+    struct tbinfo *next;
 };
+static struct tbinfo *unsym_list; /* under syms_lock */
 
 static char *out_path;
 static int top;
@@ -156,6 +166,8 @@ static void tb_exec_profiled(unsigned int vcpu, void *udata)
     struct tbinfo *t = udata;
     add(vcpu, t->n);
     __atomic_fetch_add(&t->sym->n, t->n, __ATOMIC_RELAXED);
+    if (t->sym == &unknown)
+        __atomic_fetch_add(&t->count, t->n, __ATOMIC_RELAXED);
 }
 
 static struct sym *sym_for(const char *name)
@@ -194,7 +206,16 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     if (!t)
         abort();
     t->n = n;
-    t->sym = sym_for(n ? qemu_plugin_insn_symbol(qemu_plugin_tb_get_insn(tb, 0)) : NULL);
+    struct qemu_plugin_insn *first = n ? qemu_plugin_tb_get_insn(tb, 0) : NULL;
+    t->sym = sym_for(first ? qemu_plugin_insn_symbol(first) : NULL);
+    t->count = 0;
+    t->haddr = first ? (uintptr_t)qemu_plugin_insn_haddr(first) : 0;
+    if (t->sym == &unknown) {
+        pthread_mutex_lock(&syms_lock);
+        t->next = unsym_list;
+        unsym_list = t;
+        pthread_mutex_unlock(&syms_lock);
+    }
     qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec_profiled, QEMU_PLUGIN_CB_NO_REGS, t);
 }
 
@@ -202,6 +223,51 @@ static int by_count(const void *a, const void *b)
 {
     const struct sym *x = a, *y = b;
     return x->n < y->n ? 1 : x->n > y->n ? -1 : 0;
+}
+
+/* "unsym COUNT FILE OFFSET" for every executed TB without a symbol. */
+static void print_unsymbolized(FILE *f)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    if (!maps)
+        return;
+    struct map {
+        uintptr_t lo, hi, off;
+        char path[256];
+    } *m = NULL;
+    size_t nm = 0, cap = 0;
+    char line[1024];
+    while (fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi, off;
+        char perms[8], path[256] = "";
+        if (sscanf(line, "%lx-%lx %7s %lx %*s %*s %255s", &lo, &hi, perms, &off, path) < 4)
+            continue;
+        if (nm == cap) {
+            cap = cap ? 2 * cap : 256;
+            m = realloc(m, cap * sizeof *m);
+            if (!m)
+                abort();
+        }
+        m[nm].lo = lo;
+        m[nm].hi = hi;
+        m[nm].off = off;
+        snprintf(m[nm].path, sizeof m[nm].path, "%s", path[0] ? path : "?");
+        nm++;
+    }
+    fclose(maps);
+    for (struct tbinfo *t = unsym_list; t; t = t->next) {
+        if (!t->count)
+            continue;
+        size_t i = 0;
+        while (i < nm && !(t->haddr >= m[i].lo && t->haddr < m[i].hi))
+            i++;
+        if (i < nm)
+            fprintf(f, "unsym %" PRIu64 " %s %#lx\n", t->count, m[i].path,
+                    (unsigned long)(t->haddr - m[i].lo + m[i].off));
+        else
+            fprintf(f, "unsym %" PRIu64 " ? %#lx\n", t->count, (unsigned long)t->haddr);
+    }
+    free(m);
 }
 
 static void at_exit(qemu_plugin_id_t id, void *udata)
@@ -239,6 +305,7 @@ static void at_exit(qemu_plugin_id_t id, void *udata)
                      total ? 100.0 * used[i].n / total : 0.0, used[i].name);
             fputs(line, f);
         }
+        print_unsymbolized(f);
     }
     if (f != stderr)
         fclose(f);
