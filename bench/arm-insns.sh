@@ -133,7 +133,8 @@ sysroot_of() { case $1 in x86_64) echo / ;; aarch64) echo /usr/aarch64-linux-gnu
 # (ERMS), which QEMU executes, and the plugin counts, one iteration at a
 # time: one "instruction" per byte. Without ERMS glibc uses its AVX2/SSE2
 # loops, comparable to the NEON loops of aarch64's glibc.
-tunables_of() { if [ "$1" = x86_64 ]; then echo "glibc.cpu.hwcaps=-ERMS,-FSRM"; fi; }
+# ARM_INSNS_X86_TUNABLES= (empty) counts glibc's default choice instead.
+tunables_of() { if [ "$1" = x86_64 ]; then echo "${ARM_INSNS_X86_TUNABLES-glibc.cpu.hwcaps=-ERMS,-FSRM}"; fi; }
 sum() { awk -v k="$1" '$1 == k { s += $2 } END { printf "%d", s }' "$2"; }
 # profile COUNTFILE N: the N functions with the most instructions. The
 # plugin names functions of the strata binary that QEMU knows; the rest
