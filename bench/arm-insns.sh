@@ -29,8 +29,10 @@
 #               at the end unless --keep
 # The table goes to standard output (and the per-function lists with --top).
 # Needs root for apt-get only when qemu-user, the cross compilers or the
-# rustup targets are missing. Takes ~3 minutes when the binaries exist
-# (a first build of the three: 20-40 minutes on 2 shared cores).
+# rustup targets are missing. Takes about a minute when the binaries
+# exist (a first release build: 15-25 minutes per target on 2 shared
+# cores). ARM_INSNS_X86_TUNABLES= (empty) lets x86 glibc use `rep movsb`
+# (see the results file for why it is off by default).
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rebuild=0 mib=48 top=0 keep=0 work=/tmp/strata-arm-insns
