@@ -784,16 +784,25 @@ fn write_direct(
     let mut written = 0u64;
     let mut lost = Vec::new();
     for c in chunks {
-        match shared.repo.read_blob(ObjectType::Data, &c.0) {
-            Ok(d) if d.len() == c.1 as usize => w.write_all(&d).map_err(io)?,
-            Ok(d) => {
-                lost.push(format!(
-                    "chunk {} has {} bytes, the item says {}",
-                    c.0.short(),
-                    d.len(),
-                    c.1
-                ));
-                w.skip(c.1 as u64).map_err(io)?;
+        // Written straight from the read buffer; a chunk of the wrong size
+        // is not written (Ok(Err(its size))).
+        let read = shared.repo.read_blob_with(ObjectType::Data, &c.0, |d| {
+            if d.len() == c.1 as usize {
+                w.write_all(d).map(Ok)
+            } else {
+                Ok(Err(d.len()))
+            }
+        });
+        match read {
+            Ok(written) => {
+                if let Err(len) = written.map_err(io)? {
+                    lost.push(format!(
+                        "chunk {} has {len} bytes, the item says {}",
+                        c.0.short(),
+                        c.1
+                    ));
+                    w.skip(c.1 as u64).map_err(io)?;
+                }
             }
             Err(e) => {
                 lost.push(e.to_string());

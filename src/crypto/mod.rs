@@ -429,6 +429,22 @@ impl Sealer {
         mut env: Vec<u8>,
         what: &dyn Fn() -> String,
     ) -> Result<Vec<u8>> {
+        let payload = self.open_in_place(ty, id, &mut env, what)?;
+        env.truncate(payload.end);
+        env.drain(..payload.start);
+        Ok(env)
+    }
+
+    /// [`Sealer::open`] without moving the payload to the front: checks
+    /// (and decrypts) `env` in place and says where the payload lies in it.
+    /// Restores use it to decompress straight from the read buffer.
+    pub fn open_in_place(
+        &self,
+        ty: ObjectType,
+        id: &[u8; ID_LEN],
+        env: &mut [u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<std::ops::Range<usize>> {
         let integrity = || Error::Integrity { what: what() };
         let aad = associated_data(ty, id);
         let first = *env.first().ok_or_else(integrity)?;
@@ -454,15 +470,13 @@ impl Sealer {
                 if !constant_time_eq(&sum, &env[split..]) {
                     return Err(integrity());
                 }
-                env.truncate(split);
-                env.remove(0);
-                Ok(env)
+                Ok(1..split)
             }
             _ => self.open_aead(&aad, env).ok_or_else(integrity),
         }
     }
 
-    fn open_aead(&self, aad: &[u8], mut env: Vec<u8>) -> Option<Vec<u8>> {
+    fn open_aead(&self, aad: &[u8], env: &mut [u8]) -> Option<std::ops::Range<usize>> {
         if env.len() < AEAD_HEADER_LEN + TAG_LEN {
             return None;
         }
@@ -474,9 +488,7 @@ impl Sealer {
         if !cipher.decrypt(&nonce(counter), aad, &mut env[AEAD_HEADER_LEN..split], &tag) {
             return None;
         }
-        env.truncate(split);
-        env.drain(..AEAD_HEADER_LEN);
-        Some(env)
+        Some(AEAD_HEADER_LEN..split)
     }
 
     fn session_cipher(&self, session: &[u8; SESSION_ID_LEN]) -> Option<Arc<SessionCipher>> {

@@ -267,6 +267,32 @@ impl Repository {
 
     /// Reads, authenticates and decompresses one blob.
     pub fn read_blob(&self, ty: ObjectType, id: &BlobId) -> Result<Vec<u8>> {
+        let (pack, env) = self.read_envelope(ty, id)?;
+        let payload = self.sealer.open(ty, &id.0, env, &|| {
+            format!("blob {} in pack {}", id.short(), pack.short())
+        })?;
+        crate::compress::decompress(payload)
+    }
+
+    /// [`Repository::read_blob`] that hands the blob to `f` instead of
+    /// returning it: the payload is decrypted and decompressed where it was
+    /// read, never moved (restores write it straight from there).
+    pub fn read_blob_with<R>(
+        &self,
+        ty: ObjectType,
+        id: &BlobId,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let (pack, mut env) = self.read_envelope(ty, id)?;
+        let payload = self.sealer.open_in_place(ty, &id.0, &mut env, &|| {
+            format!("blob {} in pack {}", id.short(), pack.short())
+        })?;
+        let data = crate::compress::decompress_slice(&env[payload])?;
+        Ok(f(&data))
+    }
+
+    /// A blob's envelope as stored, and the pack holding it.
+    fn read_envelope(&self, ty: ObjectType, id: &BlobId) -> Result<(crate::id::PackId, Vec<u8>)> {
         let (pack, loc) = self.index.get(id).ok_or_else(|| {
             Error::corrupt(format!("blob {} is missing from the index", id.short()))
         })?;
@@ -288,10 +314,7 @@ impl Repository {
                 loc.length,
             )?
         };
-        let payload = self.sealer.open(ty, &id.0, env, &|| {
-            format!("blob {} in pack {}", id.short(), pack.short())
-        })?;
-        crate::compress::decompress(payload)
+        Ok((pack, env))
     }
 
     pub fn writer(&self, threads: usize) -> writer::BlobWriter {
