@@ -179,9 +179,10 @@ step() {
 }
 
 # ---------------------------------------------------------------- warm-up and floor
-# Page cache is not dropped: one pass of `find` warms dentries and inodes for every tool.
+# Page cache is not dropped: one pass of `find` that stats every entry warms dentries
+# and inodes for every tool (`-printf ''` alone would not stat: it uses d_type).
 log "warm-up: find over the tree"
-find "$tree" -printf '' >/dev/null
+find "$tree" -printf '%s\n' >/dev/null
 # the floor of an unchanged re-backup: one stat of every entry, nothing else
 step floor stat-all find "$tree" -printf '%i %s %T@ %C@\n'
 
