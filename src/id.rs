@@ -93,3 +93,114 @@ impl<'de> Visitor<'de> for IdVisitor {
         Ok(out)
     }
 }
+
+/// A hasher for keys that are themselves cryptographic hashes (blob ids,
+/// truncated BLAKE3 path keys): a folded multiply per 8 bytes instead of
+/// SipHash. On a 1M-file unchanged backup SipHash alone was ~5 % of the CPU
+/// (files cache, reference counts, index lookups).
+///
+/// Why it stays safe against crafted keys (HashDoS): the two multipliers are
+/// random per process (taken from std's `RandomState`), so someone who picks
+/// file contents in an unencrypted repository (plain BLAKE3 ids) cannot
+/// predict which ids share a bucket. Equality is still checked on the whole
+/// key: a collision costs a probe, never a wrong answer.
+#[derive(Clone, Copy, Debug)]
+pub struct IdBuildHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl Default for IdBuildHasher {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        let s = std::collections::hash_map::RandomState::new();
+        // `| 1`: odd multipliers are invertible, no input bit is lost
+        Self {
+            k0: s.hash_one(0u64) | 1,
+            k1: s.hash_one(1u64) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for IdBuildHasher {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            state: self.k0,
+            k: self.k1,
+        }
+    }
+}
+
+/// See [`IdBuildHasher`].
+#[derive(Clone, Copy, Debug)]
+pub struct IdHasher {
+    state: u64,
+    k: u64,
+}
+
+impl IdHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        let x = u128::from(self.state ^ word) * u128::from(self.k);
+        self.state = (x as u64) ^ ((x >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            self.mix(u64::from_le_bytes(a));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut a = [0u8; 8];
+            a[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(a) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+/// A map keyed by ids or other hash outputs (see [`IdBuildHasher`]).
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdBuildHasher>;
+/// A set of ids or other hash outputs (see [`IdBuildHasher`]).
+pub type IdSet<K> = std::collections::HashSet<K, IdBuildHasher>;
+
+#[cfg(test)]
+mod hasher_tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn id_hasher_spreads_and_distinguishes() {
+        let b = IdBuildHasher::default();
+        let a = BlobId([1; ID_LEN]);
+        let mut c = a;
+        c.0[31] ^= 1;
+        assert_eq!(b.hash_one(a), b.hash_one(a));
+        assert_ne!(b.hash_one(a), b.hash_one(c));
+        let mut m: IdMap<BlobId, u32> = IdMap::default();
+        for i in 0..1000u32 {
+            let mut id = [0u8; ID_LEN];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            m.insert(BlobId(id), i);
+        }
+        assert_eq!(m.len(), 1000);
+        assert_eq!(m.get(&BlobId([0; ID_LEN])), Some(&0));
+    }
+}

@@ -13,11 +13,11 @@ use crate::chunker::Chunker;
 use crate::compress::Compression;
 use crate::crypto::ObjectType;
 use crate::error::{Error, Result};
-use crate::id::BlobId;
+use crate::id::{BlobId, IdMap};
 use crate::repo::Repository;
 use crate::repo::manifest::{ArchiveRef, ArchiveStats};
 use serde_bytes::ByteBuf;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -115,10 +115,9 @@ struct Walk<'a, 'o> {
     window: Vec<u8>,
     items: ItemsWriter,
     cache: FilesCache,
-    seen: HashSet<[u8; 16]>,
     names: Names,
     hardlinks: HashMap<(u64, u64), ByteBuf>,
-    refs: HashMap<BlobId, u64>,
+    refs: IdMap<BlobId, u64>,
     /// Ids of all-zero chunks by length (holes of sparse files).
     zero_ids: HashMap<u32, BlobId>,
     stats: ArchiveStats,
@@ -143,7 +142,7 @@ pub fn create(
     let time_start = chrono::Utc::now();
     let writer = repo.writer(opts.threads);
     let cache_dir = repo.dirs().repo_cache(&repo.config().id);
-    let (archive, refs, seen, cache, warnings, obs) = {
+    let (archive, refs, cache, warnings, obs) = {
         let mut w = Walk {
             opts,
             dedup: Dedup {
@@ -156,10 +155,9 @@ pub fn create(
             window: repo.chunker().window(),
             items: ItemsWriter::new(&repo.sealer().keys().chunker_seed),
             cache: FilesCache::load(&cache_dir),
-            seen: HashSet::new(),
             names: Names::default(),
             hardlinks: HashMap::new(),
-            refs: HashMap::new(),
+            refs: IdMap::default(),
             zero_ids: HashMap::new(),
             stats: ArchiveStats::default(),
             progress: Progress::default(),
@@ -185,7 +183,6 @@ pub fn create(
             dedup,
             items,
             refs,
-            seen,
             cache,
             warnings,
             stats,
@@ -208,11 +205,9 @@ pub fn create(
             stats,
             imported_from: None,
         };
-        (archive, refs, seen, cache, warnings, obs)
+        (archive, refs, cache, warnings, obs)
     };
-    let (result, late) = finish(
-        repo, writer, archive, refs, started, warnings, opts, seen, cache,
-    )?;
+    let (result, late) = finish(repo, writer, archive, refs, started, warnings, opts, cache)?;
     for w in &late {
         obs.warning(w);
     }
@@ -224,24 +219,24 @@ fn finish(
     repo: &mut Repository,
     writer: crate::repo::writer::BlobWriter,
     mut archive: Archive,
-    refs: HashMap<BlobId, u64>,
+    refs: IdMap<BlobId, u64>,
     started: std::time::Instant,
     warning_count: u64,
     opts: &CreateOptions,
-    seen: HashSet<[u8; 16]>,
     cache: FilesCache,
 ) -> Result<(CreateResult, Vec<String>)> {
     let mut warnings = Vec::new();
     let data_summary = writer.finish()?;
     repo.absorb(&data_summary);
     fill_stats(repo, &mut archive, &refs, data_summary.stored_bytes);
+    drop(refs); // ~80 MB for 1M chunks: not held while the files cache is saved
     let id = if opts.dry_run {
         repo.sealer()
             .blob_id(ObjectType::Archive, &archive.encode()?)
     } else {
         let (id, late) = commit_archive(repo, &archive)?;
         warnings.extend(late);
-        if let Err(e) = cache.save(&seen) {
+        if let Err(e) = cache.save() {
             warnings.push(format!(
                 "could not save the files cache (the next backup reads every file): {e}"
             ));
@@ -259,10 +254,10 @@ fn finish(
 
 /// Fills the chunk and size figures of an archive's stats from the chunks it
 /// references (`refs`: id → reference count) and the bytes this run stored.
-pub(crate) fn fill_stats(
+pub(crate) fn fill_stats<S: std::hash::BuildHasher>(
     repo: &Repository,
     archive: &mut Archive,
-    refs: &HashMap<BlobId, u64>,
+    refs: &HashMap<BlobId, u64, S>,
     stored_bytes: u64,
 ) {
     archive.stats.unique_chunks = refs.len() as u64;
@@ -427,9 +422,11 @@ impl Walk<'_, '_> {
             return Ok(()); // the root `/` itself has no name to store
         }
         let mut item = item_from_meta(pbytes, kind, meta, &mut self.names, self.opts.numeric_ids);
-        match xattrs_of(path) {
-            Ok(x) => item.xattrs = x,
-            Err(e) => self.warn('E', path, format!("reading extended attributes: {e}")),
+        // A regular file's xattrs are read by `file_content`, after the
+        // files cache had its say (an unchanged file without any needs no
+        // `listxattr`); a hard link's later names store none.
+        if kind != KIND_FILE {
+            self.read_xattrs(path, &mut item);
         }
         let status = match kind {
             KIND_FILE => match self.file(path, meta, &mut item)? {
@@ -449,12 +446,29 @@ impl Walk<'_, '_> {
             },
             _ => 'b',
         };
-        self.obs.entry(status, &item.path_lossy());
+        let shown = item.path_lossy();
+        self.obs.entry(status, &shown);
         self.stats.files += 1;
         self.progress.files = self.stats.files;
-        self.progress.path = item.path_lossy();
+        self.progress.path = shown;
         self.obs.progress(&self.progress);
         self.push(item)
+    }
+
+    /// Reads the xattrs (and ACLs) of `path` into `item`. Returns true when
+    /// the file is known to have none (read fine, none there): only then may
+    /// the files cache skip reading them next time.
+    fn read_xattrs(&mut self, path: &Path, item: &mut Item) -> bool {
+        match xattrs_of(path) {
+            Ok(x) => {
+                item.xattrs = x;
+                item.xattrs.is_empty()
+            }
+            Err(e) => {
+                self.warn('E', path, format!("reading extended attributes: {e}"));
+                false
+            }
+        }
     }
 
     fn push(&mut self, item: Item) -> Result<()> {
@@ -489,27 +503,34 @@ impl Walk<'_, '_> {
         meta: &Metadata,
         item: &mut Item,
     ) -> Result<Option<char>> {
-        self.seen.insert(FilesCache::key_of(&item.path));
+        let key = FilesCache::key_of(&item.path);
         let index = self.dedup.repo.index();
-        let known = match self.cache.lookup(
-            &item.path,
-            meta.ino(),
-            meta.len(),
-            item.mtime,
-            item.ctime,
-            index,
-        ) {
-            Lookup::Unchanged(chunks) => {
-                for c in &chunks {
-                    self.count(c);
-                }
-                item.chunks = chunks;
-                return Ok(Some('U'));
-            }
-            Lookup::Changed => true,
-            Lookup::Unknown => false,
-        };
+        // Taken before the xattrs are read: the racy rule in `after_read`
+        // then covers an xattr change in the same clock tick as our read.
         let read_at = now_ns();
+        let known =
+            match self
+                .cache
+                .lookup(&key, meta.ino(), meta.len(), item.mtime, item.ctime, index)
+            {
+                Lookup::Unchanged(chunks, had_xattrs) => {
+                    for c in &chunks {
+                        self.count(c);
+                    }
+                    item.chunks = chunks;
+                    // Same inode, size, mtime and ctime as when cached: a file
+                    // that had no xattrs then has none now (setting one or an
+                    // ACL updates ctime), so the item is the one `listxattr`
+                    // would have given.
+                    if had_xattrs && self.read_xattrs(path, item) && !self.opts.dry_run {
+                        self.cache.mark_no_xattrs(&key);
+                    }
+                    return Ok(Some('U'));
+                }
+                Lookup::Changed => true,
+                Lookup::Unknown => false,
+            };
+        let no_xattrs = self.read_xattrs(path, item);
         let file = match open_nofollow(path) {
             Ok(f) => f,
             Err(e) => {
@@ -529,7 +550,7 @@ impl Walk<'_, '_> {
         };
         item.size = chunks.iter().map(|c| c.1 as u64).sum();
         item.chunks = chunks;
-        self.after_read(path, &file, meta, item, read_at);
+        self.after_read(path, &file, meta, item, (key, read_at, no_xattrs));
         Ok(Some(if known { 'M' } else { 'A' }))
     }
 
@@ -543,7 +564,7 @@ impl Walk<'_, '_> {
         file: &File,
         before: &Metadata,
         item: &Item,
-        read_at: i64,
+        (key, read_at, no_xattrs): (super::files_cache::Key, i64, bool),
     ) {
         let after = match file.metadata() {
             Ok(m) => m,
@@ -576,8 +597,10 @@ impl Walk<'_, '_> {
                 ctime: item.ctime,
                 age: 0,
                 chunks: item.chunks.clone(),
+                xattrs: !no_xattrs,
+                seen: true,
             };
-            self.cache.insert(&item.path, entry);
+            self.cache.insert(key, entry);
         }
     }
 

@@ -6,7 +6,7 @@ use super::pack::PackEntry;
 use crate::compress::COMPRESSION_NONE;
 use crate::crypto::ObjectType;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, ID_LEN, PackId};
+use crate::id::{BlobId, ID_LEN, IdMap, PackId};
 use std::collections::HashMap;
 
 pub const INDEX_MAGIC: &[u8; 8] = b"STRIDX01";
@@ -41,7 +41,8 @@ impl BlobLocation {
 pub struct Index {
     packs: Vec<PackId>,
     pack_numbers: HashMap<PackId, u32>,
-    blobs: HashMap<BlobId, BlobLocation>,
+    /// Ids are hashes already: `IdMap` skips SipHash (see `IdBuildHasher`).
+    blobs: IdMap<BlobId, BlobLocation>,
 }
 
 impl Index {

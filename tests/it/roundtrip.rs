@@ -248,3 +248,79 @@ fn list_and_info_outputs() {
         "{long}"
     );
 }
+
+/// Waits until `path`'s ctime is older than the files cache's racy margin
+/// (100 ms), so the next `create` caches it.
+fn wait_cacheable(path: &std::path::Path) {
+    wait_for("ctime older than the racy margin", || {
+        let m = std::fs::symlink_metadata(path).unwrap();
+        let ctime_ns = m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128;
+        now_ns - ctime_ns > 200_000_000
+    });
+}
+
+/// An unchanged file cached without xattrs skips `listxattr` (issue 15,
+/// 1M files); setting or removing an xattr changes ctime, so the next
+/// backup still sees it. Guards the files cache's `xattrs` flag.
+#[test]
+fn files_cache_sees_xattrs_added_and_removed() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let f = src.join("f");
+    std::fs::write(&f, b"content\n").unwrap();
+    env.init(&[]);
+    let target = |n: &str| format!("{}::{n}", env.repo());
+    let restore = |n: &str| {
+        let dest = env.path(&format!("r-{n}"));
+        std::fs::create_dir(&dest).unwrap();
+        env.ok(&["extract", "--target", dest.to_str().unwrap(), &target(n)]);
+        restored(&dest, &src).join("f")
+    };
+    let listed = |n: &str| {
+        let out = env.run(&["create", "--list", &target(n), src.to_str().unwrap()]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    wait_cacheable(&f);
+    env.ok(&["create", &target("plain"), src.to_str().unwrap()]);
+    assert!(
+        listed("plain-again")
+            .lines()
+            .any(|l| l.starts_with("U ") && l.ends_with("/f"))
+    );
+    xattr::set(&f, "user.note", b"added later").unwrap();
+    let l = listed("added");
+    assert!(
+        l.lines().any(|l| l.starts_with("M ") && l.ends_with("/f")),
+        "{l}"
+    );
+    assert_eq!(
+        xattr::get(restore("added"), "user.note")
+            .unwrap()
+            .as_deref(),
+        Some(&b"added later"[..])
+    );
+    // cached with its xattr, then unchanged: still stored
+    wait_cacheable(&f);
+    env.ok(&["create", &target("with"), src.to_str().unwrap()]);
+    let l = listed("with-again");
+    assert!(
+        l.lines().any(|l| l.starts_with("U ") && l.ends_with("/f")),
+        "{l}"
+    );
+    assert_eq!(
+        xattr::get(restore("with-again"), "user.note")
+            .unwrap()
+            .as_deref(),
+        Some(&b"added later"[..])
+    );
+    xattr::remove(&f, "user.note").unwrap();
+    env.ok(&["create", &target("removed"), src.to_str().unwrap()]);
+    assert_eq!(xattr::get(restore("removed"), "user.note").unwrap(), None);
+    assert_same_tree(&src, &restored(&env.path("r-removed"), &src));
+}
