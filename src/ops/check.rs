@@ -341,6 +341,7 @@ fn verify_pack(
         .get(&pack_id)
         .map(|v| v.iter().copied().collect())
         .unwrap_or_default();
+    let mut scratch = Vec::new();
     for e in &header {
         if let Some(loc) = indexed.get(&e.id)
             && (loc.offset != e.offset || loc.length != e.length || loc.ty != e.ty)
@@ -358,18 +359,20 @@ fn verify_pack(
             ));
             continue;
         };
-        let opened = repo
-            .sealer()
-            .open(e.ty, &e.id.0, env.to_vec(), &|| {
-                format!("blob {} in pack {name}", e.id.short())
-            })
-            .and_then(crate::compress::decompress);
+        // Opened in a reused buffer, decompressed from where it lies.
+        scratch.clear();
+        scratch.extend_from_slice(env);
+        let what = || format!("blob {} in pack {name}", e.id.short());
+        let sealer = repo.sealer();
+        let opened = sealer
+            .open_in_place(e.ty, &e.id.0, &mut scratch, &what)
+            .and_then(|p| crate::compress::decompress_slice(&scratch[p]));
         match opened {
             Ok(plain) if plain.len() != e.raw_length as usize => problems.push(format!(
                 "pack {name}: blob {} has the wrong length",
                 e.id.short()
             )),
-            Ok(plain) if repo.sealer().blob_id(e.ty, &plain) != e.id => problems.push(format!(
+            Ok(plain) if sealer.blob_id(e.ty, &plain) != e.id => problems.push(format!(
                 "pack {name}: blob {} does not hash to its id",
                 e.id.short()
             )),
