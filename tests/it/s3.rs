@@ -84,16 +84,12 @@ fn the_command_suite_runs_against_garage() {
     ]);
     assert_eq!(ok(&["list", "--short", url]), "one\ntwo\n");
     ok(&["check", "--verify-data", url]);
-    let dest = env.path("out");
-    std::fs::create_dir(&dest).unwrap();
-    ok(&[
-        "extract",
-        "--sparse",
-        "--target",
-        dest.to_str().unwrap(),
-        &format!("{url}::two"),
-    ]);
-    assert_same_tree(&src, &restored(&dest, &src));
+    assert_restores(
+        &ok,
+        &env.path("out"),
+        &src,
+        &["--sparse", &format!("{url}::two")],
+    );
     let diff = ok(&["diff", &format!("{url}::one"), "two"]);
     assert!(diff.contains("dir/added"), "{diff}");
     let info = ok(&["info", url]);
@@ -239,15 +235,7 @@ fn a_garage_node_lost_mid_backup_does_not_lose_the_backup() {
         String::from_utf8_lossy(&out.stderr)
     );
     ok(&["check", "--verify-data", url]);
-    let dest = env.path("out");
-    std::fs::create_dir(&dest).unwrap();
-    ok(&[
-        "extract",
-        "--target",
-        dest.to_str().unwrap(),
-        &format!("{url}::during"),
-    ]);
-    assert_same_tree(&src, &restored(&dest, &src));
+    assert_restores(&ok, &env.path("out"), &src, &[&format!("{url}::during")]);
     // The node comes back and the cluster takes writes with all three.
     g.restart(2);
     std::fs::write(src.join("after"), b"after the outage").unwrap();
@@ -285,15 +273,7 @@ fn a_garage_node_lost_mid_backup_does_not_lose_the_backup() {
         String::from_utf8_lossy(&out.stderr)
     );
     ok(&["check", "--verify-data", url]);
-    let dest = env.path("out-blip");
-    std::fs::create_dir(&dest).unwrap();
-    ok(&[
-        "extract",
-        "--target",
-        dest.to_str().unwrap(),
-        &format!("{url}::blip"),
-    ]);
-    assert_same_tree(&src, &restored(&dest, &src));
+    assert_restores(&ok, &env.path("out-blip"), &src, &[&format!("{url}::blip")]);
 }
 
 #[test]
@@ -319,17 +299,12 @@ fn replication_goes_to_and_comes_from_a_bucket() {
     assert!(r["unchanged_files"].as_u64().unwrap() > 0, "{second}");
     ok(&["check", "--verify-data", tier]);
     // Restore from the tier alone.
-    let dest = env.path("from-tier");
-    std::fs::create_dir(&dest).unwrap();
-    ok(&[
-        "extract",
-        "--target",
-        dest.to_str().unwrap(),
-        "--replica",
-        tier,
-        "host1::two",
-    ]);
-    assert_same_tree(&src, &restored(&dest, &src));
+    assert_restores(
+        &ok,
+        &env.path("from-tier"),
+        &src,
+        &["--replica", tier, "host1::two"],
+    );
 
     // And the other way: a host repository in the bucket, replicated to a
     // directory (a Pi's drive).
@@ -339,17 +314,12 @@ fn replication_goes_to_and_comes_from_a_bucket() {
     let pi = env.path("pi").display().to_string();
     ok(&["init", "-e", "none", &pi]);
     ok(&["replicate", "--to", &pi, central]);
-    let dest = env.path("from-pi");
-    std::fs::create_dir(&dest).unwrap();
-    env.ok(&[
-        "extract",
-        "--target",
-        dest.to_str().unwrap(),
-        "--replica",
-        &pi,
-        "host2::one",
-    ]);
-    assert_same_tree(&src, &restored(&dest, &src));
+    assert_restores(
+        |a: &[&str]| env.ok(a),
+        &env.path("from-pi"),
+        &src,
+        &["--replica", &pi, "host2::one"],
+    );
 }
 
 fn one_line_error(out: &std::process::Output) -> String {
@@ -566,15 +536,14 @@ after = "nightly"
     assert_eq!(archives.lines().count(), 1, "{archives}");
     let night = archives.trim();
     // The replica in the bucket restores the host's files.
-    let dest = env.path("restored");
-    std::fs::create_dir(&dest).unwrap();
-    ok(&[
-        "extract",
-        "--target",
-        dest.to_str().unwrap(),
-        "--replica",
-        "s3://strata/offsite",
-        &format!("host1::{night}"),
-    ]);
-    assert_same_tree(&src, &restored(&dest, &src));
+    assert_restores(
+        &ok,
+        &env.path("restored"),
+        &src,
+        &[
+            "--replica",
+            "s3://strata/offsite",
+            &format!("host1::{night}"),
+        ],
+    );
 }

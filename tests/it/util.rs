@@ -263,6 +263,18 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     assert!(diffs.is_empty(), "trees differ:\n{}", diffs.join("\n"));
 }
 
+/// Extracts into the new directory `dest` with `run` (strata with the
+/// test's environment, asserting success; `args` name the archive and any
+/// options) and asserts the restore equals `src`, every byte and every piece
+/// of metadata.
+pub fn assert_restores(run: impl Fn(&[&str]) -> String, dest: &Path, src: &Path, args: &[&str]) {
+    std::fs::create_dir(dest).unwrap();
+    let mut full = vec!["extract", "--target", dest.to_str().unwrap()];
+    full.extend_from_slice(args);
+    run(&full);
+    assert_same_tree(src, &restored(dest, src));
+}
+
 /// A complete lock file exists (temporary files start with `.`).
 pub fn has_lock(locks: &Path) -> bool {
     std::fs::read_dir(locks)
