@@ -752,12 +752,16 @@ fn write_content(
         file.set_len(written)
             .map_err(|e| Error::io("truncating", e))?;
     }
-    if !lost.is_empty() {
+    restore_outcome(&lost, chunks.len(), written, size)
+}
+
+/// A file's restore is complete when no chunk was lost and its length is
+/// the item's; otherwise the error says which.
+fn restore_outcome(lost: &[String], chunks: usize, written: u64, size: u64) -> Result<()> {
+    if let Some(first) = lost.first() {
         return Err(Error::corrupt(format!(
-            "{} of {} chunks could not be read, restored as holes: {}",
+            "{} of {chunks} chunks could not be read, restored as holes: {first}",
             lost.len(),
-            chunks.len(),
-            lost[0]
         )));
     }
     if written != size {
@@ -816,19 +820,8 @@ fn write_direct(
     if !lost.is_empty() {
         file.set_len(written)
             .map_err(|e| Error::io("truncating", e))?;
-        return Err(Error::corrupt(format!(
-            "{} of {} chunks could not be read, restored as holes: {}",
-            lost.len(),
-            chunks.len(),
-            lost[0]
-        )));
     }
-    if written != size {
-        return Err(Error::corrupt(format!(
-            "restored {written} bytes, the item says {size}"
-        )));
-    }
-    Ok(())
+    restore_outcome(&lost, chunks.len(), written, size)
 }
 
 fn write_chunk(file: &mut File, data: &[u8], sparse: bool) -> std::io::Result<()> {
