@@ -240,15 +240,7 @@ mod tests {
     use std::io::Read;
 
     fn pattern(n: usize) -> Vec<u8> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::selftest::pseudo_random(n as u64, n)
     }
 
     fn read(path: &std::path::Path) -> Vec<u8> {

@@ -209,23 +209,9 @@ fn a_garage_node_lost_mid_backup_does_not_lose_the_backup() {
     ok(&["init", url]);
     let src = env.path("src");
     make_tree(&src);
-    for i in 0..6 {
-        std::fs::write(
-            src.join(format!("part{i}")),
-            random(&format!("p{i}"), 12_000_000),
-        )
-        .unwrap();
-    }
-    let before = g.data_bytes(2);
-    let backup = std_cmd(&env, &g)
-        .args(["create", &format!("{url}::during"), src.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    add_files(&src, "part", 6);
     // Power cut of the third node once some packs reached it.
-    wait_for("packs on the third node", || {
-        g.data_bytes(2) > before + 16_000_000
-    });
+    let backup = backup_under_way(&env, &g, &format!("{url}::during"), &src, 2, 16_000_000);
     g.kill(2);
     let out = backup.wait_with_output().unwrap();
     // Two of three nodes are a quorum: the backup completes.
@@ -245,22 +231,8 @@ fn a_garage_node_lost_mid_backup_does_not_lose_the_backup() {
     // The node the client talks to goes down mid-backup and comes back:
     // the failed requests are retried with back-off and the backup
     // completes.
-    for i in 0..4 {
-        std::fs::write(
-            src.join(format!("more{i}")),
-            random(&format!("m{i}"), 12_000_000),
-        )
-        .unwrap();
-    }
-    let before = g.data_bytes(0);
-    let backup = std_cmd(&env, &g)
-        .args(["create", &format!("{url}::blip"), src.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("packs on the first node", || {
-        g.data_bytes(0) > before + 8_000_000
-    });
+    add_files(&src, "more", 4);
+    let backup = backup_under_way(&env, &g, &format!("{url}::blip"), &src, 0, 8_000_000);
     let t = std::time::Instant::now();
     g.kill(0);
     g.restart(0);
@@ -274,6 +246,36 @@ fn a_garage_node_lost_mid_backup_does_not_lose_the_backup() {
     );
     ok(&["check", "--verify-data", url]);
     assert_restores(&ok, &env.path("out-blip"), &src, &[&format!("{url}::blip")]);
+}
+
+/// `count` files of 12 MB of random data named `PREFIXi` in `src`.
+fn add_files(src: &std::path::Path, prefix: &str, count: usize) {
+    for i in 0..count {
+        let name = format!("{prefix}{i}");
+        std::fs::write(src.join(&name), random(&name, 12_000_000)).unwrap();
+    }
+}
+
+/// Starts `create ARCHIVE SRC` and returns once `grown` more bytes of it
+/// reached Garage node `node` (the moment to cut that node's power).
+fn backup_under_way(
+    env: &Env,
+    g: &Garage,
+    archive: &str,
+    src: &std::path::Path,
+    node: usize,
+    grown: u64,
+) -> std::process::Child {
+    let before = g.data_bytes(node);
+    let backup = std_cmd(env, g)
+        .args(["create", archive, src.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&format!("packs on node {node}"), || {
+        g.data_bytes(node) > before + grown
+    });
+    backup
 }
 
 #[test]
