@@ -700,9 +700,10 @@ fn write_content(
     size: u64,
     staging: &mut Staging,
 ) -> Result<()> {
-    if !shared.sparse && !shared.dry_run && size >= MIN_DIRECT {
+    if !shared.sparse && !shared.dry_run {
         return write_direct(shared, file, chunks, size, staging);
     }
+    // Here: --sparse, or --dry-run (which reads every chunk, writes nothing).
     let mut written = 0u64;
     let mut lost = Vec::new();
     // With --sparse, a chunk seen to be all zeros (the holes of a sparse
@@ -742,7 +743,7 @@ fn write_content(
                 file.seek(SeekFrom::Current(c.1 as i64))
                     .map_err(|e| Error::io("writing", e))?;
             } else {
-                write_chunk(file, &data, shared.sparse).map_err(|e| Error::io("writing", e))?;
+                write_sparse(file, &data).map_err(|e| Error::io("writing", e))?;
             }
         }
         written += c.1 as u64;
@@ -772,10 +773,11 @@ fn restore_outcome(lost: &[String], chunks: usize, written: u64, size: u64) -> R
     Ok(())
 }
 
-/// `write_content` for a large file without `--sparse`: the bytes bypass
-/// the page cache (`crate::direct_io`: on this project's VMs that cache copy
-/// took more system time than decoding took user time). Same outcome as
-/// the buffered path: unreadable chunks become holes and are reported.
+/// `write_content` without `--sparse`: files of `MIN_DIRECT` bytes or more
+/// bypass the page cache (`crate::direct_io`: on this project's VMs that
+/// cache copy took more system time than decoding took user time), smaller
+/// ones are written plainly. Unreadable chunks become holes and are
+/// reported, as with `--sparse`.
 fn write_direct(
     shared: &Shared,
     file: &mut File,
@@ -784,7 +786,7 @@ fn write_direct(
     staging: &mut Staging,
 ) -> Result<()> {
     let io = |e| Error::io("writing", e);
-    let mut w = DirectWriter::new(file, staging, true);
+    let mut w = DirectWriter::new(file, staging, size >= MIN_DIRECT);
     let mut written = 0u64;
     let mut lost = Vec::new();
     for c in chunks {
@@ -824,10 +826,8 @@ fn write_direct(
     restore_outcome(&lost, chunks.len(), written, size)
 }
 
-fn write_chunk(file: &mut File, data: &[u8], sparse: bool) -> std::io::Result<()> {
-    if !sparse {
-        return file.write_all(data);
-    }
+/// Writes a chunk of a `--sparse` restore: all-zero blocks become holes.
+fn write_sparse(file: &mut File, data: &[u8]) -> std::io::Result<()> {
     for block in data.chunks(SPARSE_BLOCK) {
         if block.iter().all(|&b| b == 0) {
             file.seek(SeekFrom::Current(block.len() as i64))?;
