@@ -96,6 +96,20 @@ impl<'a> DirectWriter<'a> {
     }
 
     pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        // Memory already aligned (a pack buffer, see `repo::pack`) is
+        // written from where it lies: no copy through the staging buffer.
+        if self.direct && self.staged == 0 && data.as_ptr().align_offset(ALIGN) == 0 {
+            let whole = data.len() / ALIGN * ALIGN;
+            if whole > 0 {
+                match write_direct(self.file, &data[..whole])? {
+                    Ok(()) => data = &data[whole..],
+                    Err(done) => {
+                        self.to_buffered()?;
+                        data = &data[done..];
+                    }
+                }
+            }
+        }
         if !self.direct {
             return (&mut &*self.file).write_all(data);
         }
@@ -107,6 +121,9 @@ impl<'a> DirectWriter<'a> {
             data = &data[n..];
             if self.staged == STAGING {
                 self.write_staged_blocks()?;
+                if !self.direct {
+                    return (&mut &*self.file).write_all(data);
+                }
             }
         }
         Ok(())
@@ -132,32 +149,27 @@ impl<'a> DirectWriter<'a> {
         if whole == 0 {
             return Ok(());
         }
-        let mut done = 0;
-        while done < whole {
-            let mut f = self.file;
-            match f.write(&self.staging.area()[done..whole]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                // A short direct write leaves the offset unaligned; the next
-                // one is refused with EINVAL and handled below.
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Misaligned for this device or file system after all:
-                // the rest goes buffered, the same bytes at the same place.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    set_direct(self.file, false)?;
-                    self.direct = false;
-                    let mut f = self.file;
-                    let staged = self.staged;
-                    f.write_all(&self.staging.area()[done..staged])?;
-                    self.staged = 0;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+        match write_direct(self.file, &self.staging.area()[..whole])? {
+            Ok(()) => {
+                let staged = self.staged;
+                self.staging.area().copy_within(whole..staged, 0);
+                self.staged -= whole;
+            }
+            Err(done) => {
+                self.to_buffered()?;
+                let staged = self.staged;
+                (&mut &*self.file).write_all(&self.staging.area()[done..staged])?;
+                self.staged = 0;
             }
         }
-        let staged = self.staged;
-        self.staging.area().copy_within(whole..staged, 0);
-        self.staged -= whole;
+        Ok(())
+    }
+
+    /// Misaligned for this device or file system after all: the rest goes
+    /// buffered, the same bytes at the same place.
+    fn to_buffered(&mut self) -> io::Result<()> {
+        set_direct(self.file, false)?;
+        self.direct = false;
         Ok(())
     }
 
@@ -167,8 +179,7 @@ impl<'a> DirectWriter<'a> {
         }
         self.write_staged_blocks()?;
         if self.direct {
-            set_direct(self.file, false)?;
-            self.direct = false;
+            self.to_buffered()?;
             let staged = self.staged;
             let mut f = self.file;
             f.write_all(&self.staging.area()[..staged])?;
@@ -176,6 +187,28 @@ impl<'a> DirectWriter<'a> {
         }
         Ok(())
     }
+}
+
+/// Writes `src` (aligned memory, whole blocks) with `O_DIRECT`.
+/// `Ok(Err(done))`: the file refused a write as misaligned (`EINVAL`) after
+/// `done` bytes; the caller writes the rest buffered.
+fn write_direct(file: &File, src: &[u8]) -> io::Result<Result<(), usize>> {
+    let mut done = 0;
+    while done < src.len() {
+        let mut f = file;
+        match f.write(&src[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            // A short direct write leaves the offset unaligned; the next
+            // one is refused with EINVAL and handled by the caller.
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                return Ok(Err(done));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Reads `file` from its current position to its end into `out`, with
@@ -278,6 +311,31 @@ mod tests {
             // The descriptor is buffered again afterwards.
             assert!(!fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
         }
+    }
+
+    #[test]
+    fn writes_aligned_memory_in_place() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let mut staging = Staging::default();
+        let data = pattern(3 * STAGING + 3 * ALIGN + 5);
+        let mut room = vec![0u8; data.len() + ALIGN];
+        let at = room.as_ptr().align_offset(ALIGN);
+        let aligned = &mut room[at..at + data.len()];
+        aligned.copy_from_slice(&data);
+        let path = dir.path().join("aligned");
+        let file = File::create(&path).unwrap();
+        let mut w = DirectWriter::new(&file, &mut staging, true);
+        let direct = w.is_direct();
+        w.write_all(&aligned[..2 * ALIGN + 5]).unwrap();
+        if direct {
+            // The whole blocks went straight to the file; only the tail is staged.
+            assert_eq!(w.staged, 5);
+        }
+        // Aligned memory again, but the file offset is not: staged.
+        w.write_all(&aligned[2 * ALIGN + 5..]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(read(&path), data);
+        assert!(!fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
     }
 
     #[test]

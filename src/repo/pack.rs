@@ -27,19 +27,47 @@ pub struct PackEntry {
 /// Accumulates sealed blobs for one pack in memory.
 #[derive(Default)]
 pub struct PackBuilder {
+    /// The pack's bytes start at `base`: the first page-aligned address
+    /// of the buffer, so the local backend writes the pack with `O_DIRECT`
+    /// from where it lies instead of copying it (`direct_io`).
     data: Vec<u8>,
+    base: usize,
     entries: Vec<PackEntry>,
+}
+
+/// A finished pack's bytes (in the buffer it was built in).
+pub struct PackBytes {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl PackBytes {
+    /// The buffer, for the next [`PackBuilder::with_buffer`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl std::ops::Deref for PackBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 impl PackBuilder {
     /// A builder writing into `buf` (cleared), with `room` bytes reserved
     /// (a pack's size plus its largest blob), so it does not reallocate.
     pub fn with_buffer(mut buf: Vec<u8>, room: usize) -> Self {
+        use crate::direct_io::ALIGN;
         buf.clear();
         // Reserved, not touched: untouched pages cost no memory.
-        buf.reserve(room);
+        buf.reserve(room + ALIGN);
+        let base = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        buf.resize(base, 0);
         Self {
             data: buf,
+            base,
             entries: Vec::new(),
         }
     }
@@ -61,7 +89,7 @@ impl PackBuilder {
         self.entries.push(PackEntry {
             ty,
             id,
-            offset: start as u32,
+            offset: (start - self.base) as u32,
             length: (self.data.len() - start) as u32,
             raw_length,
         });
@@ -69,7 +97,7 @@ impl PackBuilder {
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.len() - self.base
     }
 
     pub fn entries(&self) -> &[PackEntry] {
@@ -78,7 +106,8 @@ impl PackBuilder {
 
     /// The sealed bytes of one of this pack's entries.
     pub fn envelope(&self, e: &PackEntry) -> &[u8] {
-        &self.data[e.offset as usize..(e.offset + e.length) as usize]
+        let at = self.base + e.offset as usize;
+        &self.data[at..at + e.length as usize]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,7 +118,7 @@ impl PackBuilder {
         self.entries.push(PackEntry {
             ty,
             id,
-            offset: self.data.len() as u32,
+            offset: self.len() as u32,
             length: sealed.len() as u32,
             raw_length,
         });
@@ -97,7 +126,7 @@ impl PackBuilder {
     }
 
     /// Appends the sealed header and trailer; returns the pack id, bytes and entries.
-    pub fn finish(mut self, sealer: &Sealer) -> Result<(PackId, Vec<u8>, Vec<PackEntry>)> {
+    pub fn finish(mut self, sealer: &Sealer) -> Result<(PackId, PackBytes, Vec<PackEntry>)> {
         let mut header = Vec::with_capacity(1 + self.entries.len() * PACK_HEADER_ENTRY_LEN);
         header.push(COMPRESSION_NONE);
         for e in &self.entries {
@@ -111,8 +140,12 @@ impl PackBuilder {
         self.data
             .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         self.data.extend_from_slice(PACK_MAGIC);
-        let id = PackId(*blake3::hash(&self.data).as_bytes());
-        Ok((id, self.data, self.entries))
+        let bytes = PackBytes {
+            buf: self.data,
+            start: self.base,
+        };
+        let id = PackId(*blake3::hash(&bytes).as_bytes());
+        Ok((id, bytes, self.entries))
     }
 }
 
