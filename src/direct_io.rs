@@ -104,7 +104,7 @@ impl<'a> DirectWriter<'a> {
                 match write_direct(self.file, &data[..whole])? {
                     Ok(()) => data = &data[whole..],
                     Err(done) => {
-                        self.to_buffered()?;
+                        self.go_buffered()?;
                         data = &data[done..];
                     }
                 }
@@ -156,7 +156,7 @@ impl<'a> DirectWriter<'a> {
                 self.staged -= whole;
             }
             Err(done) => {
-                self.to_buffered()?;
+                self.go_buffered()?;
                 let staged = self.staged;
                 (&mut &*self.file).write_all(&self.staging.area()[done..staged])?;
                 self.staged = 0;
@@ -167,7 +167,7 @@ impl<'a> DirectWriter<'a> {
 
     /// Misaligned for this device or file system after all: the rest goes
     /// buffered, the same bytes at the same place.
-    fn to_buffered(&mut self) -> io::Result<()> {
+    fn go_buffered(&mut self) -> io::Result<()> {
         set_direct(self.file, false)?;
         self.direct = false;
         Ok(())
@@ -179,7 +179,7 @@ impl<'a> DirectWriter<'a> {
         }
         self.write_staged_blocks()?;
         if self.direct {
-            self.to_buffered()?;
+            self.go_buffered()?;
             let staged = self.staged;
             let mut f = self.file;
             f.write_all(&self.staging.area()[..staged])?;
