@@ -46,7 +46,7 @@ fn seal_16mib_pack<const N: usize>(bencher: Bencher, spec: &str) {
                 .unwrap();
             }
             let (id, bytes, _) = pack.finish(&sealer).unwrap();
-            buf = bytes;
+            buf = bytes.into_buffer();
             id
         });
 }
