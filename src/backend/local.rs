@@ -313,12 +313,18 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_into(kind, name, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&self, kind: FileKind, name: &str, out: &mut Vec<u8>) -> Result<()> {
         let path = self.path(kind, name)?;
         let f = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut buf = Vec::with_capacity(size as usize);
-        read_contents(&f, size, &mut buf).ctx(|| format!("reading {}", path.display()))?;
-        Ok(buf)
+        out.clear();
+        out.reserve(size as usize);
+        read_contents(&f, size, out).ctx(|| format!("reading {}", path.display()))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {

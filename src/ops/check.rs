@@ -243,6 +243,9 @@ fn save_cursor(repo: &Repository, report: &mut CheckReport, highest: Option<&Str
     }
 }
 
+/// Pack readers feeding `check --verify-data` from a local disk.
+const LOCAL_READERS: usize = 2;
+
 fn verify_packs(
     repo: &Repository,
     names: Vec<String>,
@@ -262,14 +265,53 @@ fn verify_packs(
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());
     let notes = Mutex::new(Vec::new());
-    let (tx, rx) = bounded::<String>(threads * 2);
+    // Packs are read ahead of verification by reader threads, so the disk
+    // and the cores work at once. Two readers for a local disk: their
+    // direct reads side by side keep it busier than one (mixed, 966 MB of
+    // packs, cold: 1.73 s before, 1.48 s with one reader, 1.30 s with two,
+    // for +20 MiB); over a network one per worker, as each read waits out
+    // round trips.
+    let readers = if repo.backend().high_latency() {
+        threads
+    } else {
+        LOCAL_READERS
+    };
+    let (names_tx, names_rx) = bounded::<String>(readers);
+    let (packs_tx, packs_rx) = bounded::<(String, Result<Vec<u8>>)>(1);
+    // Pack buffers go back to the readers: reused, not freed and faulted
+    // in again per pack (freed across threads, glibc kept them: +60 MiB).
+    let (free_tx, free_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
     std::thread::scope(|s| {
+        for _ in 0..readers {
+            let (names_rx, packs_tx, free_rx) =
+                (names_rx.clone(), packs_tx.clone(), free_rx.clone());
+            s.spawn(move || {
+                for name in names_rx {
+                    let mut buf = free_rx.try_recv().unwrap_or_default();
+                    let data = repo
+                        .backend()
+                        .read_into(FileKind::Pack, &name, &mut buf)
+                        .map(|()| buf);
+                    if packs_tx.send((name, data)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((names_rx, packs_tx, free_rx));
         for _ in 0..threads {
-            let rx = rx.clone();
+            let (rx, free_tx) = (packs_rx.clone(), free_tx.clone());
             let (by_pack, errors, notes, done, bytes) = (&by_pack, &errors, &notes, &done, &bytes);
             s.spawn(move || {
-                for name in rx {
-                    let problems = verify_pack(repo, &name, by_pack, bytes);
+                for (name, data) in rx {
+                    let problems = match data {
+                        Ok(mut data) => {
+                            let problems = verify_pack(repo, &name, &mut data, by_pack, bytes);
+                            let _ = free_tx.send(data);
+                            problems
+                        }
+                        Err(e) => vec![format!("pack {name}: {e}")],
+                    };
                     // A damaged pack that no index names holds nothing any
                     // archive uses (an interrupted write): not data loss.
                     let indexed = PackId::from_hex(&name).is_some_and(|p| by_pack.contains_key(&p));
@@ -289,17 +331,17 @@ fn verify_packs(
                 }
             });
         }
-        drop(rx);
+        drop(packs_rx);
         for n in names {
             if opts.max_duration.is_some_and(|m| started.elapsed() >= m) && !sent.is_empty() {
                 break;
             }
             sent.push(n.clone());
-            if tx.send(n).is_err() {
+            if names_tx.send(n).is_err() {
                 break;
             }
         }
-        drop(tx);
+        drop(names_tx);
     });
     report.packs_verified = sent;
     report
@@ -309,25 +351,23 @@ fn verify_packs(
     report.bytes_verified = bytes.load(Ordering::Relaxed);
 }
 
-/// Reads one pack completely; returns its problems.
+/// Verifies one pack's bytes; returns its problems. Blobs are opened
+/// where they lie: `data` holds plaintext afterwards.
 fn verify_pack(
     repo: &Repository,
     name: &str,
+    data: &mut [u8],
     by_pack: &HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
     bytes: &AtomicU64,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    let data = match repo.backend().read(FileKind::Pack, name) {
-        Ok(d) => d,
-        Err(e) => return vec![format!("pack {name}: {e}")],
-    };
     bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-    if blake3::hash(&data).to_hex().as_str() != name {
+    if blake3::hash(&*data).to_hex().as_str() != name {
         problems.push(format!(
             "pack {name}: content does not match its name (damaged)"
         ));
     }
-    let header = match read_header(repo.sealer(), &data, name) {
+    let header = match read_header(repo.sealer(), &*data, name) {
         Ok(h) => h,
         Err(e) => {
             problems.push(format!("pack {name}: header: {e}"));
@@ -341,7 +381,6 @@ fn verify_pack(
         .get(&pack_id)
         .map(|v| v.iter().copied().collect())
         .unwrap_or_default();
-    let mut scratch = Vec::new();
     for e in &header {
         if let Some(loc) = indexed.get(&e.id)
             && (loc.offset != e.offset || loc.length != e.length || loc.ty != e.ty)
@@ -352,21 +391,19 @@ fn verify_pack(
             ));
         }
         let start = e.offset as usize;
-        let Some(env) = data.get(start..start + e.length as usize) else {
+        let Some(env) = data.get_mut(start..start + e.length as usize) else {
             problems.push(format!(
                 "pack {name}: blob {} lies beyond the end",
                 e.id.short()
             ));
             continue;
         };
-        // Opened in a reused buffer, decompressed from where it lies.
-        scratch.clear();
-        scratch.extend_from_slice(env);
+        // Opened and decompressed where it lies in the pack's buffer.
         let what = || format!("blob {} in pack {name}", e.id.short());
         let sealer = repo.sealer();
         let opened = sealer
-            .open_in_place(e.ty, &e.id.0, &mut scratch, &what)
-            .and_then(|p| crate::compress::decompress_slice(&scratch[p]));
+            .open_in_place(e.ty, &e.id.0, env, &what)
+            .and_then(|p| crate::compress::decompress_slice(&env[p]));
         match opened {
             Ok(plain) if plain.len() != e.raw_length as usize => problems.push(format!(
                 "pack {name}: blob {} has the wrong length",
