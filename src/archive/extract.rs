@@ -71,6 +71,13 @@ struct FileJob {
     item: Item,
 }
 
+/// Files go to the workers in batches of about this many bytes or
+/// BATCH_FILES files: a tree of small files then does not cost a wake-up
+/// and two context switches per file (as in `create`, see
+/// docs/performance.md). A batch holds its files open, so it stays small.
+const BATCH_BYTES: u64 = 1 << 20;
+const BATCH_FILES: usize = 32;
+
 struct Shared<'a> {
     repo: &'a Repository,
     sparse: bool,
@@ -109,22 +116,31 @@ pub fn extract(
         problems: Mutex::new(Vec::new()),
     };
     let threads = opts.threads.max(1);
-    let (tx, rx) = bounded::<FileJob>(threads * 4);
+    let (tx, rx) = bounded::<Vec<FileJob>>(threads);
     let (mut result, dirs) = std::thread::scope(|s| -> Result<(ExtractResult, DeferredDirs)> {
         for _ in 0..threads {
             let (rx, shared) = (rx.clone(), &shared);
             s.spawn(move || {
                 let mut worker = Worker::default();
-                for job in rx {
-                    write_file(shared, job, &mut worker);
+                for batch in rx {
+                    for job in batch {
+                        write_file(shared, job, &mut worker);
+                    }
                 }
             });
         }
         drop(rx);
         let mut ex = Extractor::new(opts, &shared, tx)?;
-        for item in ItemsReader::new(repo, archive.items.clone()) {
-            ex.item(item?, obs)?;
-        }
+        let mut walk = || -> Result<()> {
+            for item in ItemsReader::new(repo, archive.items.clone()) {
+                ex.item(item?, obs)?;
+            }
+            Ok(())
+        };
+        let walked = walk();
+        // Files already opened are written even when the walk stopped early.
+        let flushed = ex.flush();
+        walked.and(flushed)?;
         let Extractor {
             result, dirs, tx, ..
         } = ex;
@@ -191,7 +207,10 @@ fn dir_flags() -> OFlags {
 struct Extractor<'a, 's> {
     opts: &'a ExtractOptions,
     shared: &'s Shared<'s>,
-    tx: crossbeam_channel::Sender<FileJob>,
+    tx: crossbeam_channel::Sender<Vec<FileJob>>,
+    /// Files opened and not yet handed to a worker, and their bytes.
+    batch: Vec<FileJob>,
+    batch_bytes: u64,
     root: Option<OwnedFd>,
     stack: Vec<(Vec<u8>, OwnedFd)>,
     names: Names,
@@ -208,7 +227,7 @@ impl<'a, 's> Extractor<'a, 's> {
     fn new(
         opts: &'a ExtractOptions,
         shared: &'s Shared<'s>,
-        tx: crossbeam_channel::Sender<FileJob>,
+        tx: crossbeam_channel::Sender<Vec<FileJob>>,
     ) -> Result<Self> {
         let root = if opts.dry_run {
             None
@@ -219,6 +238,8 @@ impl<'a, 's> Extractor<'a, 's> {
             opts,
             shared,
             tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
             root,
             stack: Vec::new(),
             names: Names::default(),
@@ -321,13 +342,27 @@ impl<'a, 's> Extractor<'a, 's> {
         obs.warning(&msg);
     }
 
-    fn send(&self, file: Option<File>, item: Item) -> Result<()> {
+    fn send(&mut self, file: Option<File>, item: Item) -> Result<()> {
         let file = match file {
             Some(f) => f,
             None => File::open("/dev/null").ctx(|| "opening /dev/null".into())?,
         };
+        self.batch_bytes += item.size;
+        self.batch.push(FileJob { file, item });
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the files batched so far to a worker.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
         self.tx
-            .send(FileJob { file, item })
+            .send(std::mem::take(&mut self.batch))
             .map_err(|_| Error::invalid("extraction workers stopped"))
     }
 
