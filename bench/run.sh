@@ -6,6 +6,11 @@
 #   TOOL: strata borg restic (default), also borg-zstd (borg 1.2, zstd,3) and borg2 (borg 2 beta)
 #   --data DIR   datasets from make_datasets.sh (default /tmp/strata-bench/data; built if missing)
 #   --work DIR   scratch: repos, source copy, restores, logs, results (default /tmp/strata-bench/work)
+#   --scratch-fs SIZE  put the work directory on a fresh ext4 (with a journal, as on a server) of
+#                SIZE (e.g. 14G) in a loop-mounted image, removed at the end; needs root. Use it
+#                where the root file system has no journal: ext4 without one makes creating files
+#                right after a large deletion slow for every tool (the extract step then
+#                measures the file system)
 # Environment:
 #   STRATA_BIN   strata binary (default: target/release/strata under the repo root;
 #                built with `cargo build --release` if that default is missing)
@@ -17,8 +22,9 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 data=/tmp/strata-bench/data
 work=/tmp/strata-bench/work
 tools=()
+scratch_size=
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "run.sh: $*" >&2; exit 2; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
@@ -28,6 +34,8 @@ while [ $# -gt 0 ]; do
     --data=*) data=${1#--data=}; shift ;;
     --work) [ $# -ge 2 ] || die "--work needs a directory"; work=$2; shift 2 ;;
     --work=*) work=${1#--work=}; shift ;;
+    --scratch-fs) [ $# -ge 2 ] || die "--scratch-fs needs a size"; scratch_size=$2; shift 2 ;;
+    --scratch-fs=*) scratch_size=${1#--scratch-fs=}; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) tools+=("$1"); shift ;;
@@ -38,6 +46,34 @@ for tool in "${tools[@]}"; do
   case $tool in strata|borg|borg-zstd|borg2|restic) ;; *) die "unknown tool '$tool'" ;; esac
 done
 has_tool() { local t; for t in "${tools[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
+
+if [ -n "$scratch_size" ]; then
+  [ "$(id -u)" -eq 0 ] || die "--scratch-fs needs root (losetup, mount)"
+  scratch_img=$(mktemp /var/tmp/strata-bench-fs.XXXXXX)
+  scratch_mnt=$(mktemp -d /tmp/strata-bench-mnt.XXXXXX)
+  scratch_dev=
+  # Results and logs outlive the image: copied beside the data before it goes.
+  scratch_keep=$(dirname "$data")/scratch-results
+  cleanup_scratch() {
+    cd /
+    if [ -d "$scratch_mnt/work" ]; then
+      rm -rf "$scratch_keep"; mkdir -p "$scratch_keep"
+      cp -a "$scratch_mnt/work/"*.md "$scratch_mnt/work/"*.tsv "$scratch_mnt/work/logs" "$scratch_keep/" 2>/dev/null || true
+      echo "run.sh: results and logs kept in $scratch_keep" >&2
+    fi
+    mountpoint -q "$scratch_mnt" && umount "$scratch_mnt"
+    [ -n "$scratch_dev" ] && losetup -d "$scratch_dev"
+    rm -f "$scratch_img"; rmdir "$scratch_mnt" 2>/dev/null || true
+  }
+  trap cleanup_scratch EXIT
+  truncate -s "$scratch_size" "$scratch_img" || die "cannot make a $scratch_size image in /var/tmp"
+  mkfs.ext4 -q -F "$scratch_img" >&2
+  # Direct I/O on the backing file: the image's writes do not pass through the page cache twice.
+  scratch_dev=$(losetup --find --show --direct-io=on "$scratch_img")
+  mount "$scratch_dev" "$scratch_mnt"
+  work=$scratch_mnt/work
+  log "work directory on a fresh journaled ext4 of $scratch_size ($scratch_dev on $scratch_mnt)"
+fi
 
 mkdir -p "$data" "$work"
 data=$(cd "$data" && pwd)
