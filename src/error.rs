@@ -18,6 +18,11 @@ pub enum Error {
         "no space left on the repository's disk while {0}: free space and run the command again (the repository is unchanged)"
     )]
     DiskFull(String),
+    /// The disk a restore writes to is full (not the repository's).
+    #[error(
+        "no space left on the disk restoring into {0}: free space there or restore elsewhere (--target), then run the command again (the repository is unchanged)"
+    )]
+    RestoreDiskFull(String),
     #[error(
         "{0} is not a strata repository (no config file): check the path, or create one with `strata init`"
     )]

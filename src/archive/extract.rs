@@ -103,6 +103,19 @@ pub fn extract(
     opts: &ExtractOptions,
     obs: &mut dyn Observer,
 ) -> Result<ExtractResult> {
+    // Restores write only below the target: a full disk is the target's.
+    restore(repo, archive, opts, obs).map_err(|e| match e {
+        Error::DiskFull(_) => Error::RestoreDiskFull(opts.dest.display().to_string()),
+        other => other,
+    })
+}
+
+fn restore(
+    repo: &Repository,
+    archive: &Archive,
+    opts: &ExtractOptions,
+    obs: &mut dyn Observer,
+) -> Result<ExtractResult> {
     if !opts.dry_run {
         std::fs::create_dir_all(&opts.dest).ctx(|| format!("creating {}", opts.dest.display()))?;
     }

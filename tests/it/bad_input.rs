@@ -433,3 +433,44 @@ fn replicating_to_a_full_disk_fails_cleanly_then_resumes_when_there_is_room() {
     env.ok(&["check", "--verify-data", &pi]);
     assert_eq!(env.ok(&["list", "--short", &pi]).lines().count(), 1);
 }
+
+#[test]
+fn restoring_onto_a_full_disk_names_that_disk_in_one_line() {
+    let env = Env::new();
+    env.init(&[]);
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("big"), random("big", 12 << 20)).unwrap();
+    let archive = format!("{}::a", env.repo());
+    env.ok(&["create", &archive, src.to_str().unwrap()]);
+    let dest = env.path("small-disk");
+    std::fs::create_dir(&dest).unwrap();
+    let status = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            dest.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(dest.clone());
+    let out = env.run(&["extract", "--target", dest.to_str().unwrap(), &archive]);
+    one_line_error(&out, "no space left on the disk restoring into");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(dest.to_str().unwrap()), "{err}");
+    assert!(!err.contains("repository's disk"), "{err}");
+    // the repository is untouched and the archive still restores elsewhere
+    env.ok(&["check", "--verify-data", &env.repo()]);
+    let elsewhere = env.path("elsewhere");
+    assert_restores(|a| env.ok(a), &elsewhere, &src, &[&archive]);
+}
