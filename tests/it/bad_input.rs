@@ -400,23 +400,8 @@ fn replicating_to_a_full_disk_fails_cleanly_then_resumes_when_there_is_room() {
         &format!("{}::a", env.repo()),
         src.to_str().unwrap(),
     ]);
-    let mnt = env.path("pi-disk");
-    std::fs::create_dir(&mnt).unwrap();
-    let mount = |opts: &str| {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "tmpfs", mnt.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting a tmpfs needs root");
-    };
-    mount("size=8m");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let disk = Tmpfs::mount(env.path("pi-disk"), "8m");
+    let mnt = disk.0.clone();
     let pi = mnt.join("offsite").display().to_string();
     env.ok(&["init", "-e", "none", &pi]);
     let out = env.run(&["replicate", "--to", &pi, &env.repo()]);
@@ -428,7 +413,7 @@ fn replicating_to_a_full_disk_fails_cleanly_then_resumes_when_there_is_room() {
     env.ok(&["check", &pi]);
     assert_eq!(env.ok(&["list", "--short", &pi]), "");
     // a bigger disk (remounted in place): the same command completes
-    mount("remount,size=64m");
+    disk.mount_with("remount,size=64m");
     env.ok(&["replicate", "--to", &pi, &env.repo()]);
     env.ok(&["check", "--verify-data", &pi]);
     assert_eq!(env.ok(&["list", "--short", &pi]).lines().count(), 1);
@@ -443,27 +428,8 @@ fn restoring_onto_a_full_disk_names_that_disk_in_one_line() {
     std::fs::write(src.join("big"), random("big", 12 << 20)).unwrap();
     let archive = format!("{}::a", env.repo());
     env.ok(&["create", &archive, src.to_str().unwrap()]);
-    let dest = env.path("small-disk");
-    std::fs::create_dir(&dest).unwrap();
-    let status = std::process::Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=4m",
-            "tmpfs",
-            dest.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "mounting a tmpfs needs root");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(dest.clone());
+    let disk = Tmpfs::mount(env.path("small-disk"), "4m");
+    let dest = disk.0.clone();
     let out = env.run(&["extract", "--target", dest.to_str().unwrap(), &archive]);
     one_line_error(&out, "no space left on the disk restoring into");
     let err = String::from_utf8_lossy(&out.stderr);

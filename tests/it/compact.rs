@@ -173,29 +173,8 @@ fn a_writer_paused_during_compaction_commits_nothing_and_loses_nothing() {
 #[test]
 fn compact_on_a_full_disk_fails_cleanly_then_succeeds() {
     let env = Env::new();
-    let mnt = env.path("small");
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(
-        std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=40m",
-                "tmpfs",
-                mnt.to_str().unwrap()
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let disk = Tmpfs::mount(env.path("small"), "40m");
+    let mnt = disk.0.clone();
     let repo = mnt.join("repo").display().to_string();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();

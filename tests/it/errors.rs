@@ -161,27 +161,8 @@ fn locks_exclude_writers_and_stale_locks_are_broken() {
 #[test]
 fn full_disk_fails_cleanly_and_keeps_the_repository() {
     let env = Env::new();
-    let mnt = env.path("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let status = std::process::Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=6m",
-            "tmpfs",
-            mnt.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "mounting a tmpfs needs root");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let disk = Tmpfs::mount(env.path("small"), "6m");
+    let mnt = disk.0.clone();
     let repo = mnt.join("repo").display().to_string();
     env.ok(&["init", &repo]);
     let small = env.path("small-src");

@@ -294,3 +294,31 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A small tmpfs mounted on a new directory (a disk that fills up),
+/// unmounted when dropped. Needs root.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: PathBuf, size: &str) -> Self {
+        std::fs::create_dir(&dir).unwrap();
+        let t = Tmpfs(dir);
+        t.mount_with(&format!("size={size}"));
+        t
+    }
+
+    /// Mounts again with `opts` (e.g. `remount,size=64m`: a bigger disk).
+    pub fn mount_with(&self, opts: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs", self.0.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
