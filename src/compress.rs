@@ -278,9 +278,44 @@ pub fn decompress_slice(payload: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     owned.map(Cow::Owned)
 }
 
+/// [`decompress_slice`] into `out`, which must hold the whole result:
+/// returns its length. `None` when it does not fit (or for the slower
+/// formats, xz and zlib): the caller then takes [`decompress_slice`]'s
+/// owned result, whose errors also name the problem. Restores decode each
+/// chunk straight into their aligned write buffer this way (no fresh
+/// allocation and no copy per chunk).
+pub fn decompress_into(payload: &[u8], out: &mut [u8]) -> Option<usize> {
+    let (&algo, data) = payload.split_first()?;
+    match algo {
+        COMPRESSION_NONE => {
+            out.get_mut(..data.len())?.copy_from_slice(data);
+            Some(data.len())
+        }
+        COMPRESSION_LZ4 => {
+            let len = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
+            let n = lz4_flex::block::decompress_into(&data[4..], out.get_mut(..len)?).ok()?;
+            (n == len).then_some(n)
+        }
+        COMPRESSION_ZSTD => {
+            // Only frames that record their size (all that strata writes):
+            // the bound check below is then exact.
+            let n = zstd::zstd_safe::get_frame_content_size(data).ok()??;
+            let out = out.get_mut(..usize::try_from(n).ok()?)?;
+            zstd_with_context(|d| d.decompress_to_buffer(data, out)).ok()
+        }
+        _ => None,
+    }
+}
+
 /// One zstd decompression context per thread: creating one per blob (it
 /// allocates and clears its tables) was 2 % of a restore's CPU.
 fn zstd_bulk_decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    zstd_with_context(|d| d.decompress(data, MAX_DECOMPRESSED))
+}
+
+fn zstd_with_context<R>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<R>,
+) -> std::io::Result<R> {
     use std::cell::RefCell;
     thread_local! {
         static CONTEXT: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
@@ -292,8 +327,8 @@ fn zstd_bulk_decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
             *cell = Some(zstd::bulk::Decompressor::new()?);
         }
         match cell.as_mut() {
-            Some(d) => d.decompress(data, MAX_DECOMPRESSED),
-            None => zstd::bulk::decompress(data, MAX_DECOMPRESSED),
+            Some(d) => f(d),
+            None => f(&mut zstd::bulk::Decompressor::new()?),
         }
     })
 }
@@ -338,6 +373,34 @@ mod tests {
                 assert_eq!(decompress(p).unwrap(), data, "{spec}");
             }
         }
+    }
+
+    #[test]
+    fn decompresses_into_a_buffer_or_says_it_cannot() {
+        let text: Vec<u8> = b"strata strata strata ".repeat(1000);
+        let mut out = vec![0u8; text.len() + 100];
+        for spec in ["none", "lz4", "zstd", "zstd,19"] {
+            let p = Compression::parse(spec).unwrap().compress(&text);
+            out.fill(0xaa);
+            assert_eq!(decompress_into(&p, &mut out), Some(text.len()), "{spec}");
+            assert_eq!(&out[..text.len()], &text[..], "{spec}");
+            // One byte too small: refused, not truncated.
+            assert_eq!(
+                decompress_into(&p, &mut out[..text.len() - 1]),
+                None,
+                "{spec}"
+            );
+        }
+        // The slower formats are left to decompress_slice.
+        let xz = Compression::parse("xz").unwrap().compress(&text);
+        assert_eq!(decompress_into(&xz, &mut out), None);
+        // Damaged data is not reported as decoded.
+        let mut z = Compression::parse("zstd").unwrap().compress(&text);
+        let mid = z.len() / 2;
+        z[mid] ^= 0xff;
+        z.truncate(z.len() - 3);
+        assert_eq!(decompress_into(&z, &mut out), None);
+        assert_eq!(decompress_into(&[], &mut out), None);
     }
 
     #[test]

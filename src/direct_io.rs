@@ -47,19 +47,27 @@ pub fn enabled() -> bool {
 pub struct Staging {
     buf: Vec<u8>,
     start: usize,
+    len: usize,
 }
 
 impl Default for Staging {
     fn default() -> Self {
-        let buf = vec![0u8; STAGING + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN);
-        Self { buf, start }
+        Self::with_capacity(STAGING)
     }
 }
 
 impl Staging {
+    /// A buffer of at least `bytes` (whole blocks, never less than the
+    /// default). Its pages are touched only as far as it is used.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let len = bytes.max(STAGING).div_ceil(ALIGN) * ALIGN;
+        let buf = vec![0u8; len + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN);
+        Self { buf, start, len }
+    }
+
     fn area(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + STAGING]
+        &mut self.buf[self.start..self.start + self.len]
     }
 }
 
@@ -114,12 +122,12 @@ impl<'a> DirectWriter<'a> {
             return (&mut &*self.file).write_all(data);
         }
         while !data.is_empty() {
-            let n = (STAGING - self.staged).min(data.len());
+            let n = (self.staging.len - self.staged).min(data.len());
             let at = self.staged;
             self.staging.area()[at..at + n].copy_from_slice(&data[..n]);
             self.staged += n;
             data = &data[n..];
-            if self.staged == STAGING {
+            if self.staged == self.staging.len {
                 self.write_staged_blocks()?;
                 if !self.direct {
                     return (&mut &*self.file).write_all(data);
@@ -127,6 +135,26 @@ impl<'a> DirectWriter<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The free part of the staging buffer, after what is staged: a caller
+    /// may put the next bytes there itself (decode into it) and `commit`
+    /// them, where `write_all` would copy them.
+    pub fn spare(&mut self) -> &mut [u8] {
+        let at = self.staged;
+        &mut self.staging.area()[at..]
+    }
+
+    /// Writes the `n` bytes put at the front of [`DirectWriter::spare`];
+    /// with `O_DIRECT` the whole blocks go now and a tail of less than a
+    /// block stays staged.
+    pub fn commit(&mut self, n: usize) -> io::Result<()> {
+        if !self.direct {
+            // Buffered, nothing is ever staged: spare() began at 0.
+            return (&mut &*self.file).write_all(&self.staging.area()[..n]);
+        }
+        self.staged += n;
+        self.write_staged_blocks()
     }
 
     /// Leaves a hole of `n` bytes (a chunk that could not be read). Holes
@@ -336,6 +364,36 @@ mod tests {
         w.finish().unwrap();
         assert_eq!(read(&path), data);
         assert!(!fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
+    }
+
+    #[test]
+    fn bytes_put_in_the_spare_room_are_written_in_order() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let mut staging = Staging::with_capacity(3 * STAGING);
+        let data = pattern(5 * STAGING + 7);
+        // Direct and buffered (a small file) alike.
+        for want in [true, false] {
+            let path = dir.path().join(format!("spare-{want}"));
+            let file = File::create(&path).unwrap();
+            let mut w = DirectWriter::new(&file, &mut staging, want);
+            // Pieces larger than the default staging, and ones that leave
+            // a tail of less than a block staged.
+            for piece in data.chunks(2 * STAGING - 333) {
+                let spare = w.spare();
+                assert!(spare.len() >= piece.len());
+                spare[..piece.len()].copy_from_slice(piece);
+                w.commit(piece.len()).unwrap();
+                if w.is_direct() {
+                    assert!(w.staged < ALIGN);
+                }
+            }
+            // write_all after commit continues at the right place.
+            w.write_all(b"end").unwrap();
+            w.finish().unwrap();
+            let mut expected = data.clone();
+            expected.extend_from_slice(b"end");
+            assert_eq!(read(&path), expected, "direct wanted: {want}");
+        }
     }
 
     #[test]

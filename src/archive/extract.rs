@@ -134,7 +134,7 @@ fn restore(
         for _ in 0..threads {
             let (rx, shared) = (rx.clone(), &shared);
             s.spawn(move || {
-                let mut worker = Worker::default();
+                let mut worker = Worker::new(repo);
                 for batch in rx {
                     for job in batch {
                         write_file(shared, job, &mut worker);
@@ -442,26 +442,29 @@ impl<'a, 's> Extractor<'a, 's> {
             self.dirs.push((parts.to_vec(), item));
             return Ok(());
         }
-        remove_existing(&parent, &name).map_err(|e| io_err(parts, e))?;
         match kind {
             KIND_FILE => {
-                let fd = rustix::fs::openat(
-                    &parent,
-                    name.as_slice(),
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                let fd = replacing(&parent, &name, || {
+                    rustix::fs::openat(
+                        &parent,
+                        name.as_slice(),
+                        OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::WRONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                })
                 .map_err(|e| io_err(parts, e))?;
                 self.send(Some(File::from(fd)), item)
             }
             KIND_SYMLINK => {
                 let target = item.target.as_ref().map(|t| t.to_vec()).unwrap_or_default();
-                rustix::fs::symlinkat(target.as_slice(), &parent, name.as_slice())
-                    .map_err(|e| io_err(parts, e))?;
+                replacing(&parent, &name, || {
+                    rustix::fs::symlinkat(target.as_slice(), &parent, name.as_slice())
+                })
+                .map_err(|e| io_err(parts, e))?;
                 let _ = apply_at_meta(&parent, &name, &item, &mut self.names, numeric, false);
                 Ok(())
             }
@@ -472,13 +475,9 @@ impl<'a, 's> Extractor<'a, 's> {
                     _ => FileType::BlockDevice,
                 };
                 let mode = Mode::from_raw_mode(item.mode & 0o777);
-                match rustix::fs::mknodat(
-                    &parent,
-                    name.as_slice(),
-                    ft,
-                    mode,
-                    item.rdev.unwrap_or(0),
-                ) {
+                match replacing(&parent, &name, || {
+                    rustix::fs::mknodat(&parent, name.as_slice(), ft, mode, item.rdev.unwrap_or(0))
+                }) {
                     Ok(()) => {
                         if let Err(m) =
                             apply_at_meta(&parent, &name, &item, &mut self.names, numeric, true)
@@ -521,14 +520,15 @@ impl<'a, 's> Extractor<'a, 's> {
         let parent = self.parent(parts)?;
         let parent = rustix::io::dup(parent).map_err(|e| io_err(parts, e))?;
         let name = &parts[parts.len() - 1];
-        remove_existing(&parent, name).map_err(|e| io_err(parts, e))?;
-        rustix::fs::linkat(
-            &src_dir,
-            src[src.len() - 1],
-            &parent,
-            name.as_slice(),
-            AtFlags::empty(),
-        )
+        replacing(&parent, name, || {
+            rustix::fs::linkat(
+                &src_dir,
+                src[src.len() - 1],
+                &parent,
+                name.as_slice(),
+                AtFlags::empty(),
+            )
+        })
         .map_err(|e| io_err(parts, e))?;
         self.extracted.insert(parts.join(&b'/'));
         Ok(())
@@ -540,6 +540,24 @@ fn io_err(parts: &[Vec<u8>], e: Errno) -> Error {
         String::from_utf8_lossy(&parts.join(&b'/')).into_owned(),
         e.into(),
     )
+}
+
+/// Runs `make`, which creates `name` in `parent` and fails with EEXIST if
+/// something is there already; then removes what is there (a file, a
+/// symlink, an empty directory) and tries once more. Trying first saves a
+/// failing `unlink` per entry in the usual restore into an empty directory.
+fn replacing<T>(
+    parent: &OwnedFd,
+    name: &[u8],
+    mut make: impl FnMut() -> std::result::Result<T, Errno>,
+) -> std::result::Result<T, Errno> {
+    match make() {
+        Err(Errno::EXIST) => {
+            remove_existing(parent, name)?;
+            make()
+        }
+        other => other,
+    }
 }
 
 fn remove_existing(parent: &OwnedFd, name: &[u8]) -> std::result::Result<(), Errno> {
@@ -699,11 +717,24 @@ fn apply_at_meta(
 }
 
 /// What a writer thread keeps between files: the name lookups (each one
-/// reads /etc/passwd or /etc/group) and the aligned write buffer.
-#[derive(Default)]
+/// reads /etc/passwd or /etc/group), the aligned write buffer (room for
+/// the largest chunk: chunks are decoded straight into it) and the buffer
+/// that envelopes are read into.
 struct Worker {
     names: Names,
     staging: Staging,
+    envelope: Vec<u8>,
+}
+
+impl Worker {
+    fn new(repo: &Repository) -> Self {
+        let largest = repo.config().chunker.params.max as usize;
+        Self {
+            names: Names::default(),
+            staging: Staging::with_capacity(largest + crate::direct_io::ALIGN),
+            envelope: Vec::new(),
+        }
+    }
 }
 
 fn write_file(shared: &Shared, job: FileJob, worker: &mut Worker) {
@@ -711,13 +742,7 @@ fn write_file(shared: &Shared, job: FileJob, worker: &mut Worker) {
     if shared.abort.load(Ordering::Relaxed) {
         return;
     }
-    match write_content(
-        shared,
-        &mut file,
-        &item.chunks,
-        item.size,
-        &mut worker.staging,
-    ) {
+    match write_content(shared, &mut file, &item.chunks, item.size, worker) {
         Ok(()) => {}
         Err(e @ (Error::DiskFull(_) | Error::Io { .. })) => {
             if matches!(e, Error::DiskFull(_)) {
@@ -746,10 +771,10 @@ fn write_content(
     file: &mut File,
     chunks: &[ChunkRef],
     size: u64,
-    staging: &mut Staging,
+    worker: &mut Worker,
 ) -> Result<()> {
     if !shared.sparse && !shared.dry_run {
-        return write_direct(shared, file, chunks, size, staging);
+        return write_direct(shared, file, chunks, size, worker);
     }
     // Here: --sparse, or --dry-run (which reads every chunk, writes nothing).
     let mut written = 0u64;
@@ -831,35 +856,18 @@ fn write_direct(
     file: &mut File,
     chunks: &[ChunkRef],
     size: u64,
-    staging: &mut Staging,
+    worker: &mut Worker,
 ) -> Result<()> {
     let io = |e| Error::io("writing", e);
-    let mut w = DirectWriter::new(file, staging, size >= MIN_DIRECT);
+    let mut w = DirectWriter::new(file, &mut worker.staging, size >= MIN_DIRECT);
     let mut written = 0u64;
     let mut lost = Vec::new();
     for c in chunks {
-        // Written straight from the read buffer; a chunk of the wrong size
-        // is not written (Ok(Err(its size))).
-        let read = shared.repo.read_blob_with(ObjectType::Data, &c.0, |d| {
-            if d.len() == c.1 as usize {
-                w.write_all(d).map(Ok)
-            } else {
-                Ok(Err(d.len()))
-            }
-        });
-        match read {
-            Ok(written) => {
-                if let Err(len) = written.map_err(io)? {
-                    lost.push(format!(
-                        "chunk {} has {len} bytes, the item says {}",
-                        c.0.short(),
-                        c.1
-                    ));
-                    w.skip(c.1 as u64).map_err(io)?;
-                }
-            }
-            Err(e) => {
-                lost.push(e.to_string());
+        match write_chunk(shared, &mut w, &mut worker.envelope, c) {
+            Ok(()) => {}
+            Err(ChunkLost::Write(e)) => return Err(io(e)),
+            Err(ChunkLost::Read(problem)) => {
+                lost.push(problem);
                 w.skip(c.1 as u64).map_err(io)?;
             }
         }
@@ -872,6 +880,51 @@ fn write_direct(
             .map_err(|e| Error::io("truncating", e))?;
     }
     restore_outcome(&lost, chunks.len(), written, size)
+}
+
+enum ChunkLost {
+    /// The chunk could not be read (it becomes a hole): why.
+    Read(String),
+    /// Writing the restored file failed.
+    Write(std::io::Error),
+}
+
+/// Reads chunk `c` and writes it through `w`: decoded straight into the
+/// write buffer when it fits there; otherwise (larger than the buffer, of
+/// another size than the item says, a slower format) read again the
+/// general way, which writes it or says what is wrong.
+fn write_chunk(
+    shared: &Shared,
+    w: &mut DirectWriter,
+    envelope: &mut Vec<u8>,
+    c: &ChunkRef,
+) -> std::result::Result<(), ChunkLost> {
+    let size = c.1 as usize;
+    match shared
+        .repo
+        .read_blob_into(ObjectType::Data, &c.0, envelope, w.spare())
+    {
+        Ok(Some(n)) if n == size => return w.commit(n).map_err(ChunkLost::Write),
+        Ok(_) => {}
+        Err(e) => return Err(ChunkLost::Read(e.to_string())),
+    }
+    // A chunk of the wrong size is not written (Ok(Err(its size))).
+    let read = shared.repo.read_blob_with(ObjectType::Data, &c.0, |d| {
+        if d.len() == size {
+            w.write_all(d).map(Ok)
+        } else {
+            Ok(Err(d.len()))
+        }
+    });
+    match read {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(len))) => Err(ChunkLost::Read(format!(
+            "chunk {} has {len} bytes, the item says {size}",
+            c.0.short()
+        ))),
+        Ok(Err(e)) => Err(ChunkLost::Write(e)),
+        Err(e) => Err(ChunkLost::Read(e.to_string())),
+    }
 }
 
 /// Writes a chunk of a `--sparse` restore: all-zero blocks become holes.

@@ -342,6 +342,31 @@ impl Backend for LocalBackend {
         Ok(buf)
     }
 
+    fn read_range_into(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let path = self.path(kind, name)?;
+        let f = self.open_for_read(kind, name, &path)?;
+        if len > super::MAX_READ_RANGE {
+            return Err(Error::corrupt(format!(
+                "a read of {len} bytes from {} was requested",
+                path.display()
+            )));
+        }
+        // Grown only: zeroing the buffer for every blob cost as much as a
+        // copy of it.
+        if out.len() < len as usize {
+            out.resize(len as usize, 0);
+        }
+        f.read_exact_at(&mut out[..len as usize], offset)
+            .ctx(|| format!("reading {} bytes at {offset} of {}", len, path.display()))
+    }
+
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         let content_addressed = matches!(kind, FileKind::Pack | FileKind::Index);
         self.forget(kind, name);

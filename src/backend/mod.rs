@@ -95,6 +95,19 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>>;
+    /// `read_range` into `out[..len]`, a buffer the caller reuses: `out` is
+    /// only grown, so its first `len` bytes are the range afterwards.
+    fn read_range_into(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        *out = self.read_range(kind, name, offset, len)?;
+        Ok(())
+    }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
     /// `write` of bytes the caller no longer needs: a store that keeps them
     /// past the call (an asynchronous upload) takes them without a copy.

@@ -63,11 +63,13 @@ pub fn run(a: ExtractArgs, lock_wait: u64) -> Result<i32> {
         numeric_ids: a.numeric_ids,
         dry_run: a.dry_run,
         // Over a network each worker waits a round trip per chunk: more of
-        // them keep the link busy.
+        // them keep the link busy. On a local disk a worker waits for its
+        // direct writes: four more than cores keep the cores busy
+        // meanwhile (docs/performance.md, "extract").
         threads: if loc.is_remote() {
             common::threads() * 4
         } else {
-            common::threads()
+            common::threads() + 4
         },
     };
     let total = if opts.paths.is_empty() && opts.strip_components == 0 {

@@ -291,8 +291,52 @@ impl Repository {
         Ok(f(&data))
     }
 
-    /// A blob's envelope as stored, and the pack holding it.
-    fn read_envelope(&self, ty: ObjectType, id: &BlobId) -> Result<(crate::id::PackId, Vec<u8>)> {
+    /// A blob decoded into `out`, through `env`, a buffer the caller keeps
+    /// for the envelopes: no allocation per blob on a local disk. Returns
+    /// the blob's length, or `None` when it does not fit in `out` or takes
+    /// a slower format; [`Repository::read_blob_with`] then reads it (and
+    /// names any problem). Errors are those of reading and decrypting.
+    pub fn read_blob_into(
+        &self,
+        ty: ObjectType,
+        id: &BlobId,
+        env: &mut Vec<u8>,
+        out: &mut [u8],
+    ) -> Result<Option<usize>> {
+        let (pack, loc) = self.locate(ty, id)?;
+        let len = loc.length as usize;
+        if self.backend.high_latency() {
+            *env = self
+                .pack_cache
+                .blob(self.backend.as_ref(), pack, loc.offset, loc.length)?;
+        } else {
+            self.backend.read_range_into(
+                FileKind::Pack,
+                &pack.to_hex(),
+                loc.offset as u64,
+                loc.length,
+                env,
+            )?;
+        }
+        let env = env.get_mut(..len).ok_or_else(|| {
+            Error::corrupt(format!(
+                "blob {} in pack {}: short read",
+                id.short(),
+                pack.short()
+            ))
+        })?;
+        let payload = self.sealer.open_in_place(ty, &id.0, env, &|| {
+            format!("blob {} in pack {}", id.short(), pack.short())
+        })?;
+        Ok(crate::compress::decompress_into(&env[payload], out))
+    }
+
+    /// Where the index says a blob of type `ty` lies.
+    fn locate(
+        &self,
+        ty: ObjectType,
+        id: &BlobId,
+    ) -> Result<(crate::id::PackId, index::BlobLocation)> {
         let (pack, loc) = self.index.get(id).ok_or_else(|| {
             Error::corrupt(format!("blob {} is missing from the index", id.short()))
         })?;
@@ -303,6 +347,12 @@ impl Repository {
                 loc.ty
             )));
         }
+        Ok((pack, loc))
+    }
+
+    /// A blob's envelope as stored, and the pack holding it.
+    fn read_envelope(&self, ty: ObjectType, id: &BlobId) -> Result<(crate::id::PackId, Vec<u8>)> {
+        let (pack, loc) = self.locate(ty, id)?;
         let env = if self.backend.high_latency() {
             self.pack_cache
                 .blob(self.backend.as_ref(), pack, loc.offset, loc.length)?

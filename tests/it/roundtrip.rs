@@ -42,6 +42,50 @@ fn every_kind_of_entry_round_trips_exactly() {
 }
 
 #[test]
+fn extracting_over_an_earlier_restore_puts_back_every_entry() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src);
+    env.init(&["--chunker-params", "64K,256K,1M"]);
+    env.ok(&[
+        "create",
+        &format!("{}::a", env.repo()),
+        src.to_str().unwrap(),
+    ]);
+    let dest = env.path("restore");
+    std::fs::create_dir(&dest).unwrap();
+    let extract = || {
+        env.cmd()
+            .args(["extract", &format!("{}::a", env.repo())])
+            .current_dir(&dest)
+            .assert()
+            .success();
+    };
+    extract();
+    let back = restored(&dest, &src);
+    assert_same_tree(&src, &back);
+    // Whatever is in an entry's place now is replaced by the entry: a
+    // changed file, a symlink where a file was (pointing outside), an
+    // empty directory where a file was, a file where a symlink and a FIFO
+    // were, a shorter file where a large one was.
+    let outside = env.path("outside");
+    std::fs::write(&outside, b"must stay\n").unwrap();
+    std::fs::write(back.join("dir/small.txt"), b"changed since\n").unwrap();
+    std::fs::remove_file(back.join("hard-a")).unwrap();
+    std::os::unix::fs::symlink(&outside, back.join("hard-a")).unwrap();
+    std::fs::remove_file(back.join("empty-file")).unwrap();
+    std::fs::create_dir(back.join("empty-file")).unwrap();
+    std::fs::remove_file(back.join("dangling")).unwrap();
+    std::fs::write(back.join("dangling"), b"a file now\n").unwrap();
+    std::fs::remove_file(back.join("fifo")).unwrap();
+    std::fs::write(back.join("fifo"), b"a file now\n").unwrap();
+    std::fs::write(back.join("dir/sub/big.bin"), b"short").unwrap();
+    extract();
+    assert_same_tree(&src, &back);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"must stay\n");
+}
+
+#[test]
 fn unchanged_files_come_from_the_files_cache_and_dedup() {
     let env = Env::new();
     let src = env.path("src");
