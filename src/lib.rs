@@ -20,6 +20,7 @@ pub mod node;
 pub mod ops;
 pub mod repo;
 pub mod selftest;
+pub mod sorted_ids;
 pub mod web;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use crate::compress::COMPRESSION_NONE;
 use crate::crypto::ObjectType;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, ID_LEN, IdMap, PackId};
+use crate::sorted_ids::{Keep, Keyed, SortedIds};
 use std::collections::HashMap;
 
 pub const INDEX_MAGIC: &[u8; 8] = b"STRIDX01";
@@ -36,31 +37,98 @@ impl BlobLocation {
     }
 }
 
-/// All blobs of the repository, merged from every index file.
+/// All blobs of the repository, merged from every index file: the ones
+/// loaded in a sorted array (`crate::sorted_ids`: 52 bytes per blob, where
+/// a hash map took 60-120), those added since (this process's own uploads)
+/// in a hash map.
 #[derive(Default)]
 pub struct Index {
     packs: Vec<PackId>,
     pack_numbers: HashMap<PackId, u32>,
+    loaded: SortedIds<Record>,
     /// Ids are hashes already: `IdMap` skips SipHash (see `IdBuildHasher`).
-    blobs: IdMap<BlobId, BlobLocation>,
+    added: IdMap<BlobId, BlobLocation>,
+}
+
+/// A blob of the loaded part.
+#[derive(Copy, Clone)]
+struct Record {
+    id: BlobId,
+    loc: BlobLocation,
+}
+
+impl Keyed for Record {
+    type Key = BlobId;
+    fn key(&self) -> BlobId {
+        self.id
+    }
+}
+
+/// Collects the blobs of every index file, then sorts them once.
+#[derive(Default)]
+pub struct IndexLoader {
+    packs: Vec<PackId>,
+    pack_numbers: HashMap<PackId, u32>,
+    records: Vec<Record>,
+}
+
+fn pack_number(packs: &mut Vec<PackId>, numbers: &mut HashMap<PackId, u32>, pack: PackId) -> u32 {
+    *numbers.entry(pack).or_insert_with(|| {
+        packs.push(pack);
+        (packs.len() - 1) as u32
+    })
+}
+
+fn location(pack: u32, e: &PackEntry) -> BlobLocation {
+    BlobLocation {
+        pack,
+        ty: e.ty,
+        offset: e.offset,
+        length: e.length,
+        raw_length: e.raw_length,
+    }
+}
+
+impl IndexLoader {
+    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
+        let n = pack_number(&mut self.packs, &mut self.pack_numbers, pack);
+        self.records.extend(entries.iter().map(|e| Record {
+            id: e.id,
+            loc: location(n, e),
+        }));
+    }
+
+    pub fn finish(self) -> Index {
+        Index {
+            packs: self.packs,
+            pack_numbers: self.pack_numbers,
+            // The first location wins; a duplicate blob in a second pack
+            // (two writers, or a retried upload) is harmless.
+            loaded: SortedIds::new(self.records, Keep::First),
+            added: IdMap::default(),
+        }
+    }
 }
 
 impl Index {
     pub fn get(&self, id: &BlobId) -> Option<(PackId, BlobLocation)> {
-        let loc = *self.blobs.get(id)?;
+        let loc = match self.loaded.get(id) {
+            Some(r) => r.loc,
+            None => *self.added.get(id)?,
+        };
         Some((self.packs[loc.pack as usize], loc))
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        self.loaded.get(id).is_some() || self.added.contains_key(id)
     }
 
     pub fn len(&self) -> usize {
-        self.blobs.len()
+        self.loaded.len() + self.added.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
+        self.len() == 0
     }
 
     pub fn pack_count(&self) -> usize {
@@ -69,31 +137,24 @@ impl Index {
 
     /// Sum of stored blob sizes: the deduplicated size of the repository.
     pub fn stored_bytes(&self) -> u64 {
-        self.blobs.values().map(|l| l.length as u64).sum()
+        self.iter().map(|(_, _, l)| l.length as u64).sum()
     }
 
     pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
-        let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
-            self.packs.push(pack);
-            (self.packs.len() - 1) as u32
-        });
-        self.blobs.reserve(entries.len());
+        let n = pack_number(&mut self.packs, &mut self.pack_numbers, pack);
+        self.added.reserve(entries.len());
         for e in entries {
-            // The first location wins; a duplicate blob in a second pack
-            // (two writers, or a retried upload) is harmless.
-            self.blobs.entry(e.id).or_insert(BlobLocation {
-                pack: n,
-                ty: e.ty,
-                offset: e.offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            });
+            // The first location wins, as in `IndexLoader::finish`.
+            if self.loaded.get(&e.id).is_none() {
+                self.added.entry(e.id).or_insert(location(n, e));
+            }
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&BlobId, PackId, &BlobLocation)> {
-        self.blobs
-            .iter()
+        let loaded = self.loaded.items().iter().map(|r| (&r.id, &r.loc));
+        loaded
+            .chain(self.added.iter())
             .map(|(id, l)| (id, self.packs[l.pack as usize], l))
     }
 }
@@ -188,6 +249,55 @@ mod tests {
         let enc = encode(&packs);
         assert_eq!(decode(&enc[1..], "t").unwrap(), packs);
         assert!(decode(&enc[1..enc.len() - 1], "t").is_err());
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+
+    fn entry(i: u32) -> PackEntry {
+        PackEntry {
+            ty: ObjectType::Data,
+            id: BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()),
+            offset: i * 10,
+            length: 10,
+            raw_length: 20,
+        }
+    }
+
+    #[test]
+    fn loaded_and_added_blobs_are_found_and_the_first_location_wins() {
+        let (p1, p2, p3) = (PackId([1; 32]), PackId([2; 32]), PackId([3; 32]));
+        let mut loader = IndexLoader::default();
+        loader.add_pack(p1, &(0..1000).map(entry).collect::<Vec<_>>());
+        // 500..1000 again in a later pack: p1 keeps them.
+        loader.add_pack(p2, &(500..1500).map(entry).collect::<Vec<_>>());
+        let mut index = loader.finish();
+        // Added after loading: 1400..1500 are known already (p2), 1500.. are new.
+        index.add_pack(p3, &(1400..2000).map(entry).collect::<Vec<_>>());
+        index.add_pack(p1, &[entry(1999)]);
+        assert_eq!(index.len(), 2000);
+        assert_eq!(index.pack_count(), 3);
+        for i in 0..2000u32 {
+            let e = entry(i);
+            let want = match i {
+                0..1000 => p1,
+                1000..1500 => p2,
+                _ => p3,
+            };
+            let (pack, loc) = index.get(&e.id).unwrap();
+            assert_eq!(
+                (pack, loc.offset, loc.length),
+                (want, i * 10, 10),
+                "blob {i}"
+            );
+            assert!(index.contains(&e.id));
+        }
+        assert!(!index.contains(&entry(2000).id));
+        assert!(index.get(&entry(5000).id).is_none());
+        assert_eq!(index.iter().count(), 2000);
+        assert_eq!(index.stored_bytes(), 20_000);
     }
 }
 

@@ -641,7 +641,7 @@ fn load_index(
     sealer: &Sealer,
     skip_bad: bool,
 ) -> Result<(Index, Vec<String>)> {
-    let mut idx = Index::default();
+    let mut idx = index::IndexLoader::default();
     let mut names = Vec::new();
     for f in backend.list(FileKind::Index)? {
         let read = || -> Result<Vec<(crate::id::PackId, Vec<pack::PackEntry>)>> {
@@ -662,7 +662,7 @@ fn load_index(
             Err(e) => return Err(e),
         }
     }
-    Ok((idx, names))
+    Ok((idx.finish(), names))
 }
 
 /// The newest manifest that can be read, with the generation number of the
