@@ -328,17 +328,8 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let path = self.path(kind, name)?;
-        let f = self.open_for_read(kind, name, &path)?;
-        if len > super::MAX_READ_RANGE {
-            return Err(Error::corrupt(format!(
-                "a read of {len} bytes from {} was requested",
-                path.display()
-            )));
-        }
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, offset)
-            .ctx(|| format!("reading {} bytes at {offset} of {}", len, path.display()))?;
+        let mut buf = Vec::new();
+        self.read_range_into(kind, name, offset, len, &mut buf)?;
         Ok(buf)
     }
 
