@@ -16,7 +16,7 @@ use super::item::{
 use crate::crypto::ObjectType;
 use crate::direct_io::{DirectWriter, MIN_DIRECT, Staging};
 use crate::error::{Error, IoContext, Result};
-use crate::repo::Repository;
+use crate::repo::{Decoded, Repository};
 use crossbeam_channel::bounded;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
@@ -889,10 +889,9 @@ enum ChunkLost {
     Write(std::io::Error),
 }
 
-/// Reads chunk `c` and writes it through `w`: decoded straight into the
-/// write buffer when it fits there; otherwise (larger than the buffer, of
-/// another size than the item says, a slower format) read again the
-/// general way, which writes it or says what is wrong.
+/// Reads chunk `c` and writes it through `w`, decoded straight into the
+/// write buffer when it fits there. A chunk of another length than the
+/// item says is not written.
 fn write_chunk(
     shared: &Shared,
     w: &mut DirectWriter,
@@ -900,31 +899,25 @@ fn write_chunk(
     c: &ChunkRef,
 ) -> std::result::Result<(), ChunkLost> {
     let size = c.1 as usize;
-    match shared
+    let decoded = shared
         .repo
         .read_blob_into(ObjectType::Data, &c.0, envelope, w.spare())
-    {
-        Ok(Some(n)) if n == size => return w.commit(n).map_err(ChunkLost::Write),
-        Ok(_) => {}
-        Err(e) => return Err(ChunkLost::Read(e.to_string())),
-    }
-    // A chunk of the wrong size is not written (Ok(Err(its size))).
-    let read = shared.repo.read_blob_with(ObjectType::Data, &c.0, |d| {
-        if d.len() == size {
-            w.write_all(d).map(Ok)
-        } else {
-            Ok(Err(d.len()))
-        }
-    });
-    match read {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(len))) => Err(ChunkLost::Read(format!(
+        .map_err(|e| ChunkLost::Read(e.to_string()))?;
+    let len = match &decoded {
+        Decoded::Into(n) => *n,
+        Decoded::Owned(data) => data.len(),
+    };
+    if len != size {
+        return Err(ChunkLost::Read(format!(
             "chunk {} has {len} bytes, the item says {size}",
             c.0.short()
-        ))),
-        Ok(Err(e)) => Err(ChunkLost::Write(e)),
-        Err(e) => Err(ChunkLost::Read(e.to_string())),
+        )));
     }
+    match decoded {
+        Decoded::Into(n) => w.commit(n),
+        Decoded::Owned(data) => w.write_all(&data),
+    }
+    .map_err(ChunkLost::Write)
 }
 
 /// Writes a chunk of a `--sparse` restore: all-zero blocks become holes.

@@ -131,6 +131,14 @@ pub struct Repository {
     viewing_old: bool,
 }
 
+/// Where [`Repository::read_blob_into`] put a blob.
+pub enum Decoded {
+    /// In the caller's buffer, this many bytes.
+    Into(usize),
+    /// In a buffer of its own (it did not fit, or takes a slower format).
+    Owned(Vec<u8>),
+}
+
 impl Repository {
     pub fn open(backend: Arc<dyn Backend>, opts: &OpenOptions) -> Result<Self> {
         let location = backend.location().to_string();
@@ -274,61 +282,27 @@ impl Repository {
         crate::compress::decompress(payload)
     }
 
-    /// [`Repository::read_blob`] that hands the blob to `f` instead of
-    /// returning it: the payload is decrypted and decompressed where it was
-    /// read, never moved (restores write it straight from there).
-    pub fn read_blob_with<R>(
-        &self,
-        ty: ObjectType,
-        id: &BlobId,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R> {
-        let (pack, mut env) = self.read_envelope(ty, id)?;
-        let payload = self.sealer.open_in_place(ty, &id.0, &mut env, &|| {
-            format!("blob {} in pack {}", id.short(), pack.short())
-        })?;
-        let data = crate::compress::decompress_slice(&env[payload])?;
-        Ok(f(&data))
-    }
-
     /// A blob decoded into `out`, through `env`, a buffer the caller keeps
-    /// for the envelopes: no allocation per blob on a local disk. Returns
-    /// the blob's length, or `None` when it does not fit in `out` or takes
-    /// a slower format; [`Repository::read_blob_with`] then reads it (and
-    /// names any problem). Errors are those of reading and decrypting.
+    /// for the envelopes: no allocation per blob on a local disk (restores
+    /// write straight from `out`). A blob that does not fit in `out`, or is
+    /// in a slower format (xz, zlib), is decoded into a buffer of its own.
     pub fn read_blob_into(
         &self,
         ty: ObjectType,
         id: &BlobId,
         env: &mut Vec<u8>,
         out: &mut [u8],
-    ) -> Result<Option<usize>> {
-        let (pack, loc) = self.locate(ty, id)?;
-        let len = loc.length as usize;
-        if self.backend.high_latency() {
-            *env = self
-                .pack_cache
-                .blob(self.backend.as_ref(), pack, loc.offset, loc.length)?;
-        } else {
-            self.backend.read_range_into(
-                FileKind::Pack,
-                &pack.to_hex(),
-                loc.offset as u64,
-                loc.length,
-                env,
-            )?;
-        }
-        let env = env.get_mut(..len).ok_or_else(|| {
-            Error::corrupt(format!(
-                "blob {} in pack {}: short read",
-                id.short(),
-                pack.short()
-            ))
-        })?;
+    ) -> Result<Decoded> {
+        let (pack, len) = self.read_envelope_into(ty, id, env)?;
+        let env = &mut env[..len];
         let payload = self.sealer.open_in_place(ty, &id.0, env, &|| {
             format!("blob {} in pack {}", id.short(), pack.short())
         })?;
-        Ok(crate::compress::decompress_into(&env[payload], out))
+        let payload = &env[payload];
+        Ok(match crate::compress::decompress_into(payload, out) {
+            Some(n) => Decoded::Into(n),
+            None => Decoded::Owned(crate::compress::decompress_slice(payload)?.into_owned()),
+        })
     }
 
     /// Where the index says a blob of type `ty` lies.
@@ -352,19 +326,43 @@ impl Repository {
 
     /// A blob's envelope as stored, and the pack holding it.
     fn read_envelope(&self, ty: ObjectType, id: &BlobId) -> Result<(crate::id::PackId, Vec<u8>)> {
+        let mut env = Vec::new();
+        let (pack, len) = self.read_envelope_into(ty, id, &mut env)?;
+        env.truncate(len);
+        Ok((pack, env))
+    }
+
+    /// A blob's envelope read into `env[..len]` (`env` is only grown), the
+    /// pack holding it, and `len`.
+    fn read_envelope_into(
+        &self,
+        ty: ObjectType,
+        id: &BlobId,
+        env: &mut Vec<u8>,
+    ) -> Result<(crate::id::PackId, usize)> {
         let (pack, loc) = self.locate(ty, id)?;
-        let env = if self.backend.high_latency() {
-            self.pack_cache
-                .blob(self.backend.as_ref(), pack, loc.offset, loc.length)?
+        if self.backend.high_latency() {
+            *env = self
+                .pack_cache
+                .blob(self.backend.as_ref(), pack, loc.offset, loc.length)?;
         } else {
-            self.backend.read_range(
+            self.backend.read_range_into(
                 FileKind::Pack,
                 &pack.to_hex(),
                 loc.offset as u64,
                 loc.length,
-            )?
-        };
-        Ok((pack, env))
+                env,
+            )?;
+        }
+        let len = loc.length as usize;
+        if env.len() < len {
+            return Err(Error::corrupt(format!(
+                "blob {} in pack {}: short read",
+                id.short(),
+                pack.short()
+            )));
+        }
+        Ok((pack, len))
     }
 
     pub fn writer(&self, threads: usize) -> writer::BlobWriter {
